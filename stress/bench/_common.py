@@ -1,0 +1,164 @@
+"""Helpers shared by the benchmarks: machine facts, timing, number formatting, tables.
+
+Timing rules every benchmark here follows (so their figures compare):
+(T1) Wall time from `time.perf_counter`, around a loop of many operations,
+     never around one operation.
+(T2) The cyclic garbage collector is off while a loop is timed, as `timeit`
+     does: a collection landing in one repetition but not another is noise,
+     not a property of the code under test.
+(T3) A repeated measurement reports the best repetition: the others measured
+     the same code plus interference from the rest of the machine.
+(T4) Figures that are compared with each other are measured round-robin
+     (repetition 1 of every candidate, then repetition 2, ...), and a long loop
+     is cut into parts that alternate between the candidates too, so a burst of
+     load from elsewhere on the machine falls on all of them rather than on one.
+     Measuring one candidate completely before the next was rejected: on a
+     shared two-CPU machine it once made TDE warm gets (which decrypt nothing)
+     look 40% slower than plain ones; whole 0.4 s loops alternated still left
+     +-20% between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import math
+import mmap
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "best_of_each",
+    "command_line",
+    "filesystem_of",
+    "format_number",
+    "format_table",
+    "gc_paused",
+    "machine_facts",
+    "timed",
+]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic collector off, after one collection, for the block (T2)."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of `fn` takes, with the garbage collector off (T1, T2)."""
+    with gc_paused():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+
+def best_of_each(
+    fns: Mapping[str, Callable[[], Any] | Sequence[Callable[[], Any]]],
+    repeat: int,
+    setups: Mapping[str, Callable[[], Any]] | None = None,
+) -> dict[str, float]:
+    """The fastest of `repeat` timed runs of each candidate, interleaved (T3, T4).
+
+    A candidate is one function, or a list of parts whose times add up to one
+    run; the parts of all candidates alternate (part 1 of each, then part 2 of
+    each, ...), so a burst of load lasting longer than a part falls on every
+    candidate.  `setups[name]`, when given, runs untimed before each run of
+    `fns[name]`.
+    """
+    parts = {name: [fn] if callable(fn) else list(fn) for name, fn in fns.items()}
+    rounds = max((len(p) for p in parts.values()), default=0)
+    best = dict.fromkeys(parts, math.inf)
+    for _ in range(max(1, repeat)):
+        total = dict.fromkeys(parts, 0.0)
+        with gc_paused():
+            for i in range(rounds):
+                for name, run in parts.items():
+                    if i >= len(run):
+                        continue
+                    if i == 0 and setups and name in setups:
+                        setups[name]()
+                    start = time.perf_counter()
+                    run[i]()
+                    total[name] += time.perf_counter() - start
+        for name, secs in total.items():
+            best[name] = min(best[name], secs)
+    return best
+
+
+def command_line(module: str) -> str:
+    """The command that started this run, as a user would type it."""
+    return shlex.join([os.path.basename(sys.executable), "-m", module, *sys.argv[1:]])
+
+
+def filesystem_of(path: str) -> str:
+    """The type of the file system holding `path` (from /proc/mounts), or "unknown".
+
+    fsync costs depend on it far more than on the code: tmpfs makes a synced
+    commit look free, so the header of a benchmark that syncs says which it was.
+    """
+    try:
+        with open("/proc/mounts", encoding="utf-8") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) >= 3]
+    except OSError:
+        return "unknown"
+    real = os.path.realpath(path)
+    best = ("", "unknown")
+    for mountpoint, fstype in mounts:
+        inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
+        if inside and len(mountpoint) > len(best[0]):
+            best = (mountpoint, fstype)
+    return best[1]
+
+
+def machine_facts(directory: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What a reader needs to compare this run with another one."""
+    facts = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+        "os_page_size": str(mmap.PAGESIZE),
+        "directory": directory,
+        "filesystem": filesystem_of(directory),
+    }
+    facts.update(extra or {})
+    return facts
+
+
+def format_number(value: float | None) -> str:
+    """Thousands separators for big figures, three significant digits for small ones."""
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if value == int(value) and abs(value) < 100:
+        return str(int(value))
+    return f"{value:.3g}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [str(cells[0]).ljust(widths[0])]
+        out += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])

@@ -1,0 +1,153 @@
+"""Page file: geometry, meta pages, reopen, keys at open."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from storage.crypto import PageCipher
+from storage.device import MemoryDevice
+from storage.errors import CorruptPage, FormatError, InvalidKeyError, StorageError
+from storage.pagefile import PageFile
+
+from .conftest import TEST_DEK
+
+
+@pytest.mark.parametrize("size", [0, 512, 1024, 4095, 5000, 131072, "4096", None])
+def test_bad_page_size_is_a_clear_error(size) -> None:
+    with pytest.raises(FormatError, match="page_size must be a power of two from 4096 to 65536"):
+        PageFile.memory(page_size=size)
+
+
+@pytest.mark.parametrize("size", [4096, 8192, 16384, 65536])
+def test_page_sizes_round_trip(tmp_path, size) -> None:
+    path = str(tmp_path / "pages")
+    pf = PageFile.open(path, page_size=size)
+    with pf.begin() as txn:
+        tree = txn.tree(b"t", create=True)
+        for i in range(2000):
+            tree.put(b"%08d" % i, os.urandom(50))
+        expect = dict(tree.items())
+    pf.close()
+    pf = PageFile.open(path)  # the size comes from the file, not the argument
+    assert pf.page_size == size
+    assert dict(pf.snapshot().tree(b"t").items()) == expect
+    assert os.path.getsize(path) == pf.meta.npages * size
+    pf.close()
+
+
+def test_meta_pages_alternate_and_reopen_picks_newest(make_pagefile) -> None:
+    pf = make_pagefile()
+    slots = []
+    for i in range(4):
+        with pf.begin() as txn:
+            txn.tree(b"t", create=True).put(b"k", b"%d" % i)
+            txn.user_meta = b"user %d" % i
+        slots.append(pf.meta.slot)
+    assert slots == [1, 0, 1, 0]
+    again = PageFile(pf.device)
+    assert again.meta.gen == 4
+    assert again.meta.user == b"user 3"
+    assert again.snapshot().tree(b"k") is None
+    assert again.snapshot().tree(b"t").get(b"k") == b"3"
+
+
+def test_torn_newest_meta_falls_back_to_previous_generation() -> None:
+    pf = PageFile.memory()
+    for i in range(3):
+        with pf.begin() as txn:
+            txn.tree(b"t", create=True).put(b"k", b"%d" % i)
+    dev = pf.device
+    newest = pf.meta.slot
+    dev.data[newest * 4096 + 2000] ^= 0x40  # damage the newest meta
+    again = PageFile(dev)
+    assert again.meta.gen == 2
+    assert again.snapshot().tree(b"t").get(b"k") == b"1"
+    with pytest.raises(CorruptPage) as err:
+        again._parse_meta(newest)
+    assert err.value.pgno == newest
+
+
+def test_both_metas_destroyed_is_corruption() -> None:
+    pf = PageFile.memory()
+    dev = pf.device
+    dev.data[100] ^= 1
+    dev.data[4096 + 100] ^= 1
+    with pytest.raises(CorruptPage):
+        PageFile(dev)
+
+
+def test_not_a_page_file() -> None:
+    dev = MemoryDevice()
+    dev.write(0, b"hello world" * 1000)
+    with pytest.raises(CorruptPage, match="not a page file"):
+        PageFile(dev)
+
+
+def test_user_meta_limit(make_pagefile) -> None:
+    pf = make_pagefile()
+    txn = pf.begin()
+    txn.user_meta = b"x" * 513
+    with pytest.raises(StorageError, match="user meta"):
+        txn.commit()
+
+
+def test_keys_at_open() -> None:
+    plain = PageFile.memory()
+    with pytest.raises(InvalidKeyError, match="not encrypted"):
+        PageFile(plain.device, cipher=PageCipher(TEST_DEK))
+    enc = PageFile.memory(cipher=PageCipher(TEST_DEK))
+    with enc.begin() as txn:
+        txn.tree(b"t", create=True).put(b"a", b"b")
+    with pytest.raises(InvalidKeyError, match="encrypted: a passphrase or key is required"):
+        PageFile(enc.device)
+    with pytest.raises(InvalidKeyError, match="does not belong"):
+        PageFile(enc.device, cipher=PageCipher(os.urandom(32)))
+    assert PageFile(enc.device, cipher=PageCipher(TEST_DEK)).snapshot().tree(b"t").get(b"a") == b"b"
+
+
+def test_future_format_version_is_refused() -> None:
+    pf = PageFile.memory()
+    dev = pf.device
+    for slot in (0, 1):
+        dev.data[slot * 4096 + 9] = 99  # version field; the CRC now fails too
+    with pytest.raises(CorruptPage):
+        PageFile(dev)
+
+
+def test_one_write_at_a_time(make_pagefile) -> None:
+    pf = make_pagefile()
+    txn = pf.begin()
+    with pytest.raises(StorageError, match="already in progress"):
+        pf.begin()
+    txn.abort()
+    with pytest.raises(StorageError, match="aborted"):
+        txn.tree(b"t", create=True)
+    pf.begin().abort()
+
+
+def test_failed_commit_poisons_the_page_file() -> None:
+    """An I/O error in commit is final until reopen (pager.c's ERROR state)."""
+
+    class FailingSync(MemoryDevice):
+        fail = False
+
+        def sync(self) -> None:
+            if self.fail:
+                raise OSError(5, "Input/output error")
+
+    dev = FailingSync()
+    pf = PageFile(dev)
+    with pf.begin() as txn:
+        txn.tree(b"t", create=True).put(b"a", b"1")
+    dev.fail = True
+    txn = pf.begin()
+    txn.tree(b"t").put(b"a", b"2")
+    with pytest.raises(OSError):
+        txn.commit()
+    dev.fail = False
+    with pytest.raises(StorageError, match="must be reopened"):
+        pf.begin()
+    again = PageFile(dev)
+    assert again.snapshot().tree(b"t").get(b"a") in (b"1", b"2")
