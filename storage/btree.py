@@ -19,9 +19,10 @@ Invariants
 (B5) A node's estimated encoded size is an upper bound of its real size, and a
      dirty node is split before it is spilled if the estimate exceeds the
      capacity, so every spilled node fits its page.
-(B6) A key is at most `max_key` bytes; a value whose leaf entry would take more
-     than a quarter of the capacity goes to an overflow run, so every leaf holds
-     at least four entries and every branch at least seven.
+(B6) A key is at most `max_key` bytes (capacity / 8: 504 for 4 KiB pages); a
+     value is at most MAX_VALUE_SIZE (16 MiB); a value whose leaf entry would take
+     more than a quarter of the capacity goes to an overflow run, so every leaf
+     holds at least four entries and every branch at least seven.
 
 Algorithm
 - get: from the root, bisect_right the separators at each branch, bisect_left
@@ -42,6 +43,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, Union, cast
 
+from .codec import MAX_VALUE_SIZE
 from .errors import StorageError, TooLarge
 from .format import CAPACITY_SLACK
 
@@ -388,14 +390,20 @@ class BTree:
         if v.__class__ is not bytes:
             self._w().free(v[0], v[2])
 
+    def _store_value(self, key: bytes, value: bytes) -> Any:
+        """The leaf entry for `value`: itself, or a reference to a new overflow run (B6)."""
+        if value.__class__ is not bytes:
+            raise TypeError(f"values are bytes, not {type(value).__name__}")
+        if len(value) > MAX_VALUE_SIZE:
+            raise TooLarge("value", size=len(value), limit=MAX_VALUE_SIZE)
+        if _entry_cost(key, value) > self.max_inline:
+            return self._w().write_overflow(value)
+        return value
+
     def put(self, key: bytes, value: bytes) -> None:
         """Insert or replace."""
         self._check_key(key)
-        if value.__class__ is not bytes:
-            raise TypeError(f"values are bytes, not {type(value).__name__}")
-        stored: Any = value
-        if _entry_cost(key, value) > self.max_inline:
-            stored = self._w().write_overflow(value)
+        stored = self._store_value(key, value)
         leaf, path = self._descend(key)
         keys = leaf.keys
         vals = leaf.vals
@@ -565,9 +573,7 @@ class BTree:
             if prev is not None and key <= prev:
                 raise StorageError(f"bulk_load input is not strictly ascending at key {key!r}")
             prev = key
-            stored: Any = value
-            if _entry_cost(key, value) > self.max_inline:
-                stored = w.write_overflow(value)
+            stored = self._store_value(key, value)
             cost = _entry_cost(key, stored)
             if leaf.keys and size + cost > fill:
                 leaf.size = size

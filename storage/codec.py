@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -215,24 +216,14 @@ def _encode(value: Any) -> bytes:
 
 
 def _dict_ok(d: dict[Any, Any], depth: int) -> bool:
-    for k, v in d.items():
+    for k in d:
         if type(k) is not str:
             return False
-        t = type(v)
-        if t in _SCALARS:
-            continue
-        if t is dict:
-            ok = depth < MAX_DEPTH and _dict_ok(v, depth + 1)
-        elif t is list:
-            ok = depth < MAX_DEPTH and _list_ok(v, depth + 1)
-        else:
-            return False
-        if not ok:
-            return False
-    return True
+    return _list_ok(d.values(), depth)
 
 
-def _list_ok(items: list[Any], depth: int) -> bool:
+def _list_ok(items: Iterable[Any], depth: int) -> bool:
+    """Every value (of a list, or of a dict's values) is of an allowed type."""
     for v in items:
         t = type(v)
         if t in _SCALARS:

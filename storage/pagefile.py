@@ -366,6 +366,9 @@ class PageFile:
         ptype, body = self._read_content(pgno, gen, (PAGE_BRANCH, PAGE_LEAF))
         try:
             parts = msgpack.unpackb(body, use_list=True)
+            # The seal vouches for the bytes, not for the code that wrote them:
+            # check the shape so that a bad node is a CorruptPage here, not a
+            # TypeError in a later bisect (errors.py I1).  Cold path only.
             if ptype == PAGE_LEAF:
                 keys, vals = parts
                 if len(keys) != len(vals):
@@ -375,7 +378,11 @@ class PageFile:
                 keys, kids, gens = parts
                 if len(kids) != len(keys) + 1 or len(gens) != len(kids):
                     raise ValueError("children and separators differ in number")
+                if not all(k.__class__ is int for k in kids + gens):
+                    raise ValueError("a child reference is not an integer")
                 node = Node(keys, kids=kids, gens=gens, pgno=pgno, gen=gen)
+            if not all(k.__class__ is bytes for k in keys):
+                raise ValueError("a key is not bytes")
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CorruptPage(f"undecodable node: {exc}", pgno=pgno, file=self.name) from None
         self.cache_put(pgno, node)

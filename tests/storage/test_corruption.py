@@ -15,6 +15,9 @@ from storage.pagefile import PageFile
 
 from .conftest import TEST_DEK
 
+# Every test here damages pages on purpose; each checks the damage is found.
+pytestmark = pytest.mark.damaged
+
 SECRET_KEY = b"SECRETKEY-%05d"
 SECRET_VALUE = b"PLAINTEXT-VALUE-%05d-" + b"z" * 40
 

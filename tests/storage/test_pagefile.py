@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storage.crypto import PageCipher
 from storage.device import MemoryDevice
@@ -53,6 +56,7 @@ def test_meta_pages_alternate_and_reopen_picks_newest(make_pagefile) -> None:
     assert again.snapshot().tree(b"t").get(b"k") == b"3"
 
 
+@pytest.mark.damaged
 def test_torn_newest_meta_falls_back_to_previous_generation() -> None:
     pf = PageFile.memory()
     for i in range(3):
@@ -69,6 +73,7 @@ def test_torn_newest_meta_falls_back_to_previous_generation() -> None:
     assert err.value.pgno == newest
 
 
+@pytest.mark.damaged
 def test_both_metas_destroyed_is_corruption() -> None:
     pf = PageFile.memory()
     dev = pf.device
@@ -107,6 +112,7 @@ def test_keys_at_open() -> None:
     assert PageFile(enc.device, cipher=PageCipher(TEST_DEK)).snapshot().tree(b"t").get(b"a") == b"b"
 
 
+@pytest.mark.damaged
 def test_future_format_version_is_refused() -> None:
     pf = PageFile.memory()
     dev = pf.device
@@ -151,3 +157,58 @@ def test_failed_commit_poisons_the_page_file() -> None:
         pf.begin()
     again = PageFile(dev)
     assert again.snapshot().tree(b"t").get(b"a") in (b"1", b"2")
+
+
+def test_warm_get_decodes_nothing(make_pagefile, monkeypatch) -> None:
+    pf = make_pagefile(cache_pages=4096)
+    with pf.begin() as txn:
+        txn.tree(b"t", create=True).bulk_load((b"%08d" % i, b"v" * 100) for i in range(20_000))
+    tree = pf.snapshot().tree(b"t")
+    for i in range(0, 20_000, 7):
+        tree.get(b"%08d" % i)  # warm every leaf
+    loads = []
+    real = PageFile._load
+    monkeypatch.setattr(PageFile, "_load", lambda self, p, g: loads.append(p) or real(self, p, g))
+    for i in range(20_000):
+        assert tree.get(b"%08d" % i) == b"v" * 100
+    assert loads == []
+
+
+@pytest.mark.damaged
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.integers(-5, 2**40) | st.binary(max_size=8) | st.text(max_size=4),
+            lambda inner: st.lists(inner, max_size=4),
+            max_leaves=12,
+        ).map(msgpack.packb),
+    ),
+    ptype=st.sampled_from([1, 2, 3, 5, 9]),
+)
+def test_validly_sealed_garbage_is_corruption_not_a_crash(body: bytes, ptype: int) -> None:
+    """A page whose seal holds but whose body is nonsense (a bug, not a flip) is
+    still a CorruptPage, never a struct/msgpack/Key/Type error (storage/errors.py I1)."""
+    pf = PageFile.memory()
+    with pf.begin() as txn:
+        txn.tree(b"t", create=True).put(b"k", b"v")
+    pgno, gen = pf.snapshot().tree(b"t").root
+    pf._write_page(pgno, ptype, gen, body)
+    pf.clear_cache()
+    try:
+        value = pf.snapshot().tree(b"t").get(b"k")
+    except CorruptPage as exc:
+        assert exc.pgno in (pgno, None)
+    else:
+        assert value is None or isinstance(value, bytes)
+
+
+@pytest.mark.damaged
+@settings(max_examples=200, deadline=None)
+@given(image=st.binary(min_size=1, max_size=9000))
+def test_random_file_content_is_refused_cleanly(image: bytes) -> None:
+    dev = MemoryDevice()
+    dev.data = bytearray(image)
+    with pytest.raises((CorruptPage, FormatError, InvalidKeyError)):
+        PageFile(dev)
