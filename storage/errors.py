@@ -20,6 +20,7 @@ __all__ = [
     "EncodeError",
     "FormatError",
     "InvalidKeyError",
+    "LogFailed",
     "StorageError",
     "TooLarge",
 ]
@@ -89,3 +90,11 @@ class FormatError(StorageError):
         super().__init__(f"{file}: {reason}" if file else reason)
         self.reason = reason
         self.file = file
+
+
+class LogFailed(StorageError):
+    """A write or fsync of the log failed; the WAL refuses further work until reopened."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

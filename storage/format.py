@@ -108,3 +108,82 @@ MAX_USER_META = 512
 # A page number or generation in the catalog value of a named tree.
 PGNO = struct.Struct(">QQ")
 assert PGNO.size == 16
+
+# --- Shared WAL (storage/wal.py; docs/format.md "Write-ahead log") -----------------------------
+#
+# A segment file `wal/%016d.wal` is SEGMENT_HEADER, then frames back to back.  A frame is
+# FRAME_HEADER, the payload (sealed under a key), then an 8-byte checksum chained to the
+# previous frame's:  blake2b(prev_checksum || header || payload, digest_size=8); the first
+# frame of a segment chains from the segment header's checksum.  A segment that was
+# rotated away from ends with a segment-end frame whose payload is SEGMENT_LINK.
+
+WAL_MAGIC = b"MVCCWAL1"
+WAL_FORMAT_VERSION = 1
+WAL_FLAG_ENCRYPTED = 0x0001  # segment header flags
+
+# Segment header, plaintext.
+#   0  8  magic b"MVCCWAL1"
+#   8  2  format version
+#  10  2  flags (bit 0: encrypted)
+#  12  4  reserved, zero
+#  16  8  segment number (the file's name)
+#  24  8  salt: 8 random bytes, new for every segment file ever created
+#  32  8  first commit ts this segment holds
+#  40  8  key id of the data key (zeros when not encrypted)
+#  48  8  reserved, zero
+#  56  8  checksum: blake2b(bytes 0..56, digest_size=8)
+SEGMENT_HEADER = struct.Struct(">8sHH4xQ8sQ8s8x8s")
+assert SEGMENT_HEADER.size == 64
+SEGMENT_CHECKED = 56  # bytes of the header its checksum covers
+
+FRAME_MAGIC = b"MVWF"
+FRAME_FLAG_ENCRYPTED = 0x0001  # the payload is sealed (nonce || ciphertext || tag)
+FRAME_FLAG_SEGMENT_END = 0x0002  # not a commit: the log continues in the next segment
+
+# Frame header, plaintext.
+#   0  4  magic b"MVWF"
+#   4  2  flags (bit 0: encrypted payload; bit 1: segment end)
+#   6  2  reserved, zero
+#   8  8  salt of the segment the frame belongs to
+#  16  8  commit ts (segment end: the ts the next frame will carry)
+#  24  4  payload length n as stored (sealed length under a key)
+#  28  4  reserved, zero
+#  32  n  payload
+#  32+n 8 checksum: blake2b(previous checksum || bytes 0..32+n, digest_size=8)
+FRAME_HEADER = struct.Struct(">4sH2x8sQI4x")
+assert FRAME_HEADER.size == 32
+FRAME_CHECKSUM_SIZE = 8
+FRAME_OVERHEAD = FRAME_HEADER.size + FRAME_CHECKSUM_SIZE
+assert FRAME_OVERHEAD == 40
+MAX_FRAME_PAYLOAD = 1 << 30  # a payload as stored; the length field could say 4 GiB
+
+# Payload of a segment-end frame (never encrypted; the chain covers it).
+#   0  8  number of the next segment (this one + 1)
+#   8  8  salt of the next segment's header
+SEGMENT_LINK = struct.Struct(">Q8s")
+assert SEGMENT_LINK.size == 16
+
+# A log position as the layers above store it (shared state file, checkpoint meta).
+#   0  8  segment number
+#   8  8  byte offset in the segment
+#  16  8  chain checksum at that offset
+#  24  8  next commit ts
+LOG_POSITION = struct.Struct(">QQ8sQ")
+assert LOG_POSITION.size == 32
+
+__all__ += [
+    "FRAME_CHECKSUM_SIZE",
+    "FRAME_FLAG_ENCRYPTED",
+    "FRAME_FLAG_SEGMENT_END",
+    "FRAME_HEADER",
+    "FRAME_MAGIC",
+    "FRAME_OVERHEAD",
+    "LOG_POSITION",
+    "MAX_FRAME_PAYLOAD",
+    "SEGMENT_CHECKED",
+    "SEGMENT_HEADER",
+    "SEGMENT_LINK",
+    "WAL_FLAG_ENCRYPTED",
+    "WAL_FORMAT_VERSION",
+    "WAL_MAGIC",
+]

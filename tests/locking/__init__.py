@@ -1,0 +1,1 @@
+"""Tests of `locking`: file locks and the shared state file, with real processes."""
