@@ -20,6 +20,13 @@ The named locks of a data directory (`LockSet` opens them all)
 ``checkpoint``  (`checkpoint.lock`) serialises checkpoints: folding the WAL into
                 the page file, writing a meta page, deleting covered WAL
                 segments.  Commits go on while it is held.
+``sync``        (`sync.lock`) group commit: one process at a time makes the
+                WAL durable.  A committer whose frame is not yet durable takes
+                it, re-reads the durable position (a leader may have covered
+                it while it waited), and only if still needed syncs everything
+                appended so far, publishes it (taking `commit` briefly), and
+                releases.  Waiters queue here while a sync runs, so one fsync
+                covers many commits.
 ``commit``      (`commit.lock`) serialises commits: WAL catch-up, validation,
                 the frame append, its fsync, and every write of the shared state
                 file (statefile.py S2).
@@ -27,7 +34,7 @@ The named locks of a data directory (`LockSet` opens them all)
 
 The global lock order (Architecture Invariant; also in ARCHITECTURE.md)
 -----------------------------------------------------------------------
-    open  ->  vacuum  ->  checkpoint  ->  commit  ->  sequence
+    open  ->  vacuum  ->  checkpoint  ->  sync  ->  commit  ->  sequence
 
 A process may take a later lock while holding an earlier one, never the
 reverse.  `LockSet` checks it per thread: acquiring a lock while the same thread
@@ -146,7 +153,7 @@ __all__ = ["LOCK_ORDER", "SLOW_WAIT_SECONDS", "SPIN_SECONDS", "FileLock", "LockS
 
 log = logging.getLogger("mvcc.locking")
 
-LOCK_ORDER: Final = ("open", "vacuum", "checkpoint", "commit", "sequence")
+LOCK_ORDER: Final = ("open", "vacuum", "checkpoint", "sync", "commit", "sequence")
 
 SPIN_SECONDS: Final = 60e-6
 """How long a waiter spins (yield + non-blocking try) before it blocks.
@@ -609,7 +616,7 @@ class FileLock:
 
 
 class LockSet:
-    """The five named locks of a data directory, opened once, in the global order.
+    """The six named locks of a data directory, opened once, in the global order.
 
     `locks.commit`, `locks["commit"]`; acquiring a lock while this thread holds
     a later one of the set raises RuntimeError (L5).
@@ -634,7 +641,14 @@ class LockSet:
         except BaseException:
             self.close()
             raise
-        self.open, self.vacuum, self.checkpoint, self.commit, self.sequence = self._locks
+        (
+            self.open,
+            self.vacuum,
+            self.checkpoint,
+            self.sync,
+            self.commit,
+            self.sequence,
+        ) = self._locks
 
     def __getitem__(self, name: str) -> FileLock:
         try:

@@ -162,3 +162,22 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def floor(
+    name: str, text: str, value: float | None, limit: float, unit: str, *, at_least: bool = False
+) -> dict[str, Any]:
+    """One floor of a benchmark: the measured value against its limit.
+
+    A missing value (the figure could not be measured) fails the floor.
+    """
+    ok = value is not None and (value >= limit if at_least else value <= limit)
+    return {"name": name, "text": text, "value": value, "limit": limit, "unit": unit, "pass": ok}
+
+
+def print_floors(floors: Sequence[Mapping[str, Any]]) -> None:
+    print("Floors:")
+    for f in floors:
+        verdict = "PASS" if f["pass"] else "FAIL"
+        value, limit, unit = format_number(f["value"]), format_number(f["limit"]), f["unit"]
+        print(f"  {verdict}  {f['text']}: {value} {unit} (limit {limit} {unit})")

@@ -68,7 +68,16 @@ from storage.crypto import PageCipher
 from storage.format import DEFAULT_PAGE_SIZE
 from storage.pagefile import PageFile
 
-from ._common import best_of_each, command_line, format_number, format_table, machine_facts, timed
+from ._common import (
+    best_of_each,
+    command_line,
+    floor,
+    format_number,
+    format_table,
+    machine_facts,
+    print_floors,
+    timed,
+)
 
 try:
     import lmdb
@@ -507,30 +516,28 @@ def check_floors(results: Results) -> list[dict[str, Any]]:
         limit_pages = max(limit_pages, (r["depth"] or 0) + 3)
     cost = tde_cost_pct(results)
     return [
-        {
-            "name": "warm_get_floor",
-            "text": "warm point get >= 300,000/s in one process (mvcc)",
-            "value": warm,
-            "limit": WARM_GET_FLOOR,
-            "unit": "gets/s",
-            "pass": warm >= WARM_GET_FLOOR,
-        },
-        {
-            "name": "commit_pages_floor",
-            "text": "one-key commit pages <= depth + catalog leaf + meta + freelist",
-            "value": worst_pages,
-            "limit": limit_pages,
-            "unit": "pages",
-            "pass": worst_pages <= limit_pages,
-        },
-        {
-            "name": "tde_cost_floor",
-            "text": f"TDE costs warm gets <= {TDE_COST_LIMIT_PCT:g}%",
-            "value": cost,
-            "limit": TDE_COST_LIMIT_PCT,
-            "unit": "%",
-            "pass": cost is not None and cost <= TDE_COST_LIMIT_PCT,
-        },
+        floor(
+            "warm_get_floor",
+            "warm point get >= 300,000/s in one process (mvcc)",
+            warm,
+            WARM_GET_FLOOR,
+            "gets/s",
+            at_least=True,
+        ),
+        floor(
+            "commit_pages_floor",
+            "one-key commit pages <= depth + catalog leaf + meta + freelist",
+            worst_pages,
+            limit_pages,
+            "pages",
+        ),
+        floor(
+            "tde_cost_floor",
+            f"TDE costs warm gets <= {TDE_COST_LIMIT_PCT:g}%",
+            cost,
+            TDE_COST_LIMIT_PCT,
+            "%",
+        ),
     ]
 
 
@@ -644,11 +651,7 @@ def print_report(header: dict[str, Any], results: Any, floors: list[dict[str, An
         print("Cold: mvcc drops its decoded-page cache; the OS page cache stays warm.")
         print("lmdb: skipped (--no-lmdb or not installed).")
     print()
-    print("Floors:")
-    for f in floors:
-        verdict = "PASS" if f["pass"] else "FAIL"
-        value, limit, unit = format_number(f["value"]), format_number(f["limit"]), f["unit"]
-        print(f"  {verdict}  {f['text']}: {value} {unit} (limit {limit} {unit})")
+    print_floors(floors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
