@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -32,24 +32,6 @@ from locking.filelock import LOCK_ORDER, FileLock, LockSet
 SPAWN = multiprocessing.get_context("spawn")
 TIMEOUT = 30.0
 POSIX = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and signals")
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Any]]:
-    """start(target, *args) -> a started spawn Process, killed at teardown if alive."""
-    started: list[Any] = []
-
-    def start(target: Callable[..., Any], *args: Any) -> Any:
-        p = SPAWN.Process(target=target, args=args, daemon=True)
-        p.start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.is_alive():
-            p.kill()
-        p.join(TIMEOUT)
 
 
 def wait_until_no_abandoned_waits() -> None:

@@ -9,7 +9,7 @@ import random
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,23 +35,6 @@ TIMEOUT = 30.0
 POSIX = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and signals")
 MASK = (1 << 64) - 1
 SPREAD = 0x9E3779B97F4A7C15  # odd: i -> i * SPREAD is a bijection that changes every byte
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Any]]:
-    started: list[Any] = []
-
-    def start(target: Callable[..., Any], *args: Any) -> Any:
-        p = SPAWN.Process(target=target, args=args, daemon=True)
-        p.start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.is_alive():
-            p.kill()
-        p.join(TIMEOUT)
 
 
 def recv(conn: Connection, timeout: float = TIMEOUT, proc: Any = None) -> Any:
