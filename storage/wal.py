@@ -103,6 +103,7 @@ no lock.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
@@ -419,11 +420,20 @@ class WAL:
         if self._state in (WalState.CLOSED, WalState.FORKED):
             self._check_open()
 
-    def _failed(self, what: str, exc: BaseException) -> StorageError:
-        """(I6) Enter FAILED; return the error to raise for an OSError."""
-        self._state = WalState.FAILED
-        self._failure = f"{what}: {exc}"
-        return LogFailed(f"the log failed: {what}: {exc}")
+    @contextlib.contextmanager
+    def _fatal(self, what: str) -> Iterator[None]:
+        """(I6) Any error inside enters FAILED: an OSError becomes LogFailed,
+        anything else (an interrupt mid-write) is re-raised as it is."""
+        try:
+            yield
+        except OSError as exc:
+            self._state = WalState.FAILED
+            self._failure = f"{what}: {exc}"
+            raise LogFailed(f"the log failed: {what}: {exc}") from exc
+        except BaseException as exc:
+            self._state = WalState.FAILED
+            self._failure = f"{what}: {exc!r}"
+            raise
 
     def _fsync(self, device: Device) -> None:
         if self.sync_delay:
@@ -520,13 +530,8 @@ class WAL:
         synced = self._synced
         if synced is not None and synced.segment == pos.segment and synced.offset > pos.offset:
             self._synced = None  # bytes this object synced are being rewritten (recovery)
-        try:
+        with self._fatal(f"write at {seg.number}:{pos.offset}"):
             seg.device.write(pos.offset, data)
-        except OSError as exc:
-            raise self._failed(f"write at {seg.number}:{pos.offset}", exc) from exc
-        except BaseException as exc:
-            self._failed(f"write at {seg.number}:{pos.offset}", exc)
-            raise
         return end
 
     def _encode(
@@ -559,22 +564,17 @@ class WAL:
         link = SEGMENT_LINK.pack(new.number, new.salt)
         head = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_FLAG_SEGMENT_END, old.salt, pos.next_ts, 16)
         data = head + link + _checksum(pos.checksum, head, link)
-        try:
+        with self._fatal(f"rotation to segment {new.number}"):
             old.device.write(pos.offset, data)
             # 3. the old segment durable, link included, before a frame goes into the new one
             if self.durability != "off":
                 self._fsync(old.device)
-        except OSError as exc:
-            raise self._failed(f"rotation to segment {new.number}", exc) from exc
-        except BaseException as exc:
-            self._failed(f"rotation to segment {new.number}", exc)
-            raise
         return LogPosition(new.number, _HEADER, new.checksum, pos.next_ts)
 
     def _create_segment(self, number: int, first_ts: int) -> _Segment:
         path = self._path(number)
         what = f"creating segment {number}"
-        try:
+        with self._fatal(what):
             if os.path.lexists(path):
                 self._forget([number])
                 os.unlink(path)
@@ -590,11 +590,6 @@ class WAL:
             if self.durability != "off":
                 self._fsync(device)
                 self._sync_dir(self.directory)
-        except OSError as exc:
-            raise self._failed(what, exc) from exc
-        except BaseException as exc:
-            self._failed(what, exc)
-            raise
         return self._cache(
             _Segment(number, device, salt, first_ts, checksum, self.cipher is not None)
         )
@@ -632,13 +627,8 @@ class WAL:
             if not os.path.exists(self._path(upto.segment)):
                 return
             raise CorruptPage(seg, file=self._path(upto.segment))
-        try:
+        with self._fatal(f"fsync of segment {seg.number}"):
             self._fsync(seg.device)
-        except OSError as exc:
-            raise self._failed(f"fsync of segment {seg.number}", exc) from exc
-        except BaseException as exc:
-            self._failed(f"fsync of segment {seg.number}", exc)
-            raise
         self._synced = upto
 
     # -- recovery and checkpoint ---------------------------------------------------------
@@ -649,7 +639,7 @@ class WAL:
         self._check_open()
         seg = self._writable_segment(pos.segment)
         later = [n for n in self.segments() if n > pos.segment]
-        try:
+        with self._fatal(f"truncating at {pos.segment}:{pos.offset}"):
             seg.device.truncate(pos.offset)
             if self.durability != "off":
                 self._fsync(seg.device)
@@ -658,11 +648,6 @@ class WAL:
                 os.unlink(self._path(n))
             if later:
                 self._sync_dir(self.directory)
-        except OSError as exc:
-            raise self._failed(f"truncating at {pos.segment}:{pos.offset}", exc) from exc
-        except BaseException as exc:
-            self._failed(f"truncating at {pos.segment}:{pos.offset}", exc)
-            raise
         self._synced = None
 
     def delete_before(self, segment: int) -> list[int]:
@@ -673,12 +658,10 @@ class WAL:
         if not doomed:
             return []
         self._forget(doomed)
-        try:
+        with self._fatal(f"deleting segments below {segment}"):
             for n in doomed:
                 os.unlink(self._path(n))
             self._sync_dir(self.directory)
-        except OSError as exc:
-            raise self._failed(f"deleting segments below {segment}", exc) from exc
         return doomed
 
     def close(self) -> None:
