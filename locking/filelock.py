@@ -21,12 +21,12 @@ The named locks of a data directory (`LockSet` opens them all)
                 the page file, writing a meta page, deleting covered WAL
                 segments.  Commits go on while it is held.
 ``sync``        (`sync.lock`) group commit: one process at a time makes the
-                WAL durable.  A committer whose frame is not yet durable takes
-                it, re-reads the durable position (a leader may have covered
-                it while it waited), and only if still needed syncs everything
-                appended so far, publishes it (taking `commit` briefly), and
-                releases.  Waiters queue here while a sync runs, so one fsync
-                covers many commits.
+                WAL durable.  A committer whose frame is not yet durable tries
+                it; the holder re-reads the durable position, gathers, syncs
+                everything appended so far, publishes it (taking `commit`
+                briefly), and releases.  The others poll the state file rather
+                than queue here, and are usually covered by the holder's
+                fsync (the algorithm: mvcc/commitlog.py).
 ``commit``      (`commit.lock`) serialises commits: WAL catch-up, validation,
                 the frame append, its fsync, and every write of the shared state
                 file (statefile.py S2).

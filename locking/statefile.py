@@ -4,9 +4,11 @@
 open.  It holds unsigned 64-bit numbers only (`State`): the last appended
 commit ts, the durable ts, the WAL end and the durable WAL position (segment,
 offset, cumulative checksum), the last checkpoint (generation, ts, WAL
-position) and the recovery epoch.  `locking` does not know what they mean; the
-caller does.  The file is not durable and needs no fsync: recovery rebuilds it
-(`reset`) from the WAL and the page file, and bumps `epoch`.
+position), the recovery epoch, and the size and duration of the last
+group-commit sync (the next leader's guide to how long to gather).  `locking`
+does not know what they mean; the caller does.  The file is not durable and
+needs no fsync: recovery rebuilds it (`reset`) from the WAL and the page file,
+and bumps `epoch`.
 
 Byte table (little-endian: the native order of every platform we run on, so
 `struct` reads each 8-byte word with one load)
@@ -16,7 +18,7 @@ Byte table (little-endian: the native order of every platform we run on, so
          0    8 magic b"MVCCSTAT"
          8    4 format version (1)
         12    4 slot size (192)
-        16    4 number of named fields in a slot (14)
+        16    4 number of named fields in a slot (16)
         20   44 zero
         64    8 generation G: the current slot is slot G % 2 (GENERATION)
         72   56 zero
@@ -29,8 +31,8 @@ Byte table (little-endian: the native order of every platform we run on, so
          0    4 CRC32 of bytes 8..192 of the slot (SLOT_HEAD)
          4    4 zero
          8    8 seq: the generation this slot was written as (SLOT_BODY from here)
-        16  112 the fields of `State`, in order, 8 bytes each
-       128   64 reserved for later fields (8 x u64, zero)
+        16  128 the fields of `State`, in order, 8 bytes each
+       144   48 reserved for later fields (6 x u64, zero)
 
 Invariants
 (S1) Slot G % 2 holds a complete state written as generation G, with a valid
@@ -121,13 +123,15 @@ class State(NamedTuple):
     checkpoint_offset: int = 0
     checkpoint_checksum: int = 0
     epoch: int = 0  # bumped by each recovery
+    sync_frames: int = 0  # frames the last group-commit sync made durable
+    sync_us: int = 0  # how long that sync took, µs
 
 
 FIELDS: Final = State._fields
 MAGIC: Final = b"MVCCSTAT"
 FORMAT_VERSION: Final = 1
 FILE_SIZE: Final = 4096
-RESERVED_FIELDS: Final = 8
+RESERVED_FIELDS: Final = 6
 
 HEADER: Final = struct.Struct("<8sIII44x")
 assert HEADER.size == 64

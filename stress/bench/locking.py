@@ -48,30 +48,27 @@ Floors (from issue 4; --check-floors turns a FAIL into exit status 1)
 5. group commit: `sync_delay=0.001` (the WAL's test knob: a 1 ms disk), 1, 2
    and 4 spawned processes start together (a Barrier) and commit one frame
    at a time for a fixed time (2 s; --quick 0.5 s), each in a fresh
-   directory, with the protocol of `WAL.sync`:
-       commit lock -> read the state -> append one frame at the state's WAL
-       end -> write the new end (wal_segment/offset/checksum) and commit_ts
-       -> release;  then until durable_ts >= my ts (another process's sync
-       covered me): try the sync lock; if busy, sleep ~50 µs and look again
-       (a follower needs no lock to learn it is covered); if got, the leader
-       reads the state's end (commit_ts and its position), `wal.sync`s it,
-       publishes durable_ts = max(durable_ts, synced) with its position
-       (durable_segment/offset/checksum) under the commit lock, releases.
-   Rejected, measured here: every process syncing on its own (no fsync is
-   shared at all; the emulated disk's sleeps overlap, so it scales without
-   batching and proves nothing); followers queueing on the sync lock (each
-   covered follower still passes the lock in turn: 1.69x); a leader waiting
-   up to ~300 µs for siblings' appends before its fsync (PostgreSQL's
-   commit_delay: more frames per fsync, no more frames/s).
+   directory, through `mvcc.commitlog.CommitLog` (the commit path's own
+   group commit; its docstring has the algorithm): commit lock -> append
+   one frame at the state's WAL end, publish the new end -> release; then
+   `wait_durable`: covered by another's sync, or lead one (gather for up to
+   0.4 of the last sync's duration until as many frames are pending as the
+   last sync covered, fsync, publish the durable position).
+   Rejected, measured here (4 processes / 1): no gather (the processes
+   split into two halves taking turns, ~N/2 frames per fsync: 2.0-2.2x);
+   followers queueing on the sync lock (each covered follower still passes
+   the lock in turn: 1.69x); followers blocking on the sync lock shared, or
+   spinning instead of polling (no better: the woken followers' appends
+   queue on the commit lock either way); the last appender leading instead
+   of a gathering leader (2.6x: the groups do not stay whole); every process
+   syncing on its own (no fsync shared; the emulated disk's sleeps overlap,
+   so it scales without batching and proves nothing).
    A frame counts once acknowledged (covered by a sync).  Reported: durable
    frames/s for 1, 2, 4 processes, the ratio 4 / 1, and the fsyncs issued
    against the frames (frames per fsync: the point of group commit).  Then
    the whole log is read back: ts consecutive from 1, as many frames as were
    acknowledged, ending at the state's commit_ts; anything else fails the
    run (exit status 1, whatever --check-floors says).
-   Positions live in the state file as u64 fields: a `LogPosition` is
-   (wal_segment, wal_offset, wal_checksum = the 8 checksum bytes big-endian,
-   next_ts = commit_ts + 1).
 
 Floors (continued)
 (F3) WAL append + fdatasync p50 <= 1.3 x a bare write + fdatasync p50.
@@ -97,8 +94,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from locking.filelock import SPIN_SECONDS, FileLock, LockSet
-from locking.statefile import State, StateFile
-from storage.wal import END_OF_FILE, WAL, LogPosition
+from locking.statefile import StateFile
+from mvcc.commitlog import CommitLog, end_fields, wal_end
+from storage.wal import END_OF_FILE, WAL
 
 from ._common import (
     best_of_each,
@@ -427,19 +425,6 @@ def bench_wal_append(cfg: Config, directory: str) -> dict[str, Any]:
 # -- 5. group commit ------------------------------------------------------------------------------
 
 
-def _checksum_u64(pos: LogPosition) -> int:
-    return int.from_bytes(pos.checksum, "big")
-
-
-def _wal_end(state: State) -> LogPosition:
-    """The WAL end the state publishes: the position after frame commit_ts."""
-    checksum = state.wal_checksum.to_bytes(8, "big")
-    return LogPosition(state.wal_segment, state.wal_offset, checksum, state.commit_ts + 1)
-
-
-FOLLOWER_POLL = 50e-6  # a sleep this short returns after ~80-100 µs here
-
-
 def _group_worker(directory: str, seconds: float, index: int, barrier: Any, conn: Any) -> None:
     """One committer: frames one at a time for `seconds`; sends its counts and times."""
     clock = time.monotonic_ns  # T5: compared across processes
@@ -449,61 +434,23 @@ def _group_worker(directory: str, seconds: float, index: int, barrier: Any, conn
             WAL(os.path.join(directory, "wal"), durability="full", sync_delay=GROUP_SYNC_DELAY)
         )
         locks = stack.enter_context(LockSet(directory, timeout=CHILD_TIMEOUT))
-        commit, sync_lock = locks.commit, locks.sync
         state = stack.enter_context(StateFile(os.path.join(directory, "state")))
-        append, sync, read, write = wal.append, wal.sync, state.read, state.write
-        frames = waits = 0
+        log = CommitLog(wal, state, locks.commit, locks.sync, timeout=CHILD_TIMEOUT)
+        commit, read, append, wait_durable = locks.commit, state.read, log.append, log.wait_durable
+        frames = 0
         barrier.wait(CHILD_TIMEOUT)
         started = clock()
         deadline = started + int(seconds * 1e9)
         while clock() < deadline:
-            # 1. append under the commit lock, at the end the state publishes (I3)
             commit.acquire(CHILD_TIMEOUT)
             try:
-                end = append(_wal_end(read()), [payload])
-                mine = end.next_ts - 1
-                write(
-                    commit_ts=mine,
-                    wal_segment=end.segment,
-                    wal_offset=end.offset,
-                    wal_checksum=_checksum_u64(end),
-                )
+                mine = append(read(), [payload]).commit_ts
             finally:
                 commit.release()
-            # 2. durable: covered by another's sync, or lead one.  A follower
-            #    polls the published durable ts while a leader's fsync runs
-            #    (it needs no lock to learn it is covered); whoever finds the
-            #    sync lock free leads the next fsync, which covers every frame
-            #    appended so far.
-            led = False
-            while read().durable_ts < mine:
-                if not sync_lock.try_acquire():
-                    time.sleep(FOLLOWER_POLL)
-                    continue
-                try:
-                    if read().durable_ts >= mine:
-                        break
-                    led = True
-                    upto = _wal_end(read())
-                    sync(upto)
-                    synced = upto.next_ts - 1
-                    commit.acquire(CHILD_TIMEOUT)
-                    try:
-                        if read().durable_ts < synced:
-                            write(
-                                durable_ts=synced,
-                                durable_segment=upto.segment,
-                                durable_offset=upto.offset,
-                                durable_checksum=_checksum_u64(upto),
-                            )
-                    finally:
-                        commit.release()
-                finally:
-                    sync_lock.release()
-            waits += led
+            wait_durable(mine)
             frames += 1  # acknowledged: durable
         finished = clock()
-        conn.send((index, frames, wal.syncs, waits, started, finished))
+        conn.send((index, frames, wal.syncs, log.syncs_led, started, finished))
 
 
 def _verify_log(directory: str, frames: int) -> list[str]:
@@ -531,8 +478,8 @@ def _verify_log(directory: str, frames: int) -> list[str]:
             errors.append(f"state commit_ts {state.commit_ts}, {count} frames in the log")
         if state.durable_ts != state.commit_ts:
             errors.append(f"state durable_ts {state.durable_ts} < commit_ts {state.commit_ts}")
-        if _wal_end(state) != reader.position:
-            errors.append(f"state WAL end {_wal_end(state)} != log end {reader.position}")
+        if wal_end(state) != reader.position:
+            errors.append(f"state WAL end {wal_end(state)} != log end {reader.position}")
     return errors
 
 
@@ -544,12 +491,7 @@ def measure_group_commit(directory: str, processes: int, seconds: float) -> dict
         StateFile(os.path.join(directory, "state")) as sf,
     ):
         start = wal.start()
-        sf.write(
-            commit_ts=start.next_ts - 1,
-            wal_segment=start.segment,
-            wal_offset=start.offset,
-            wal_checksum=_checksum_u64(start),
-        )
+        sf.write(**end_fields(start))
     barrier = SPAWN.Barrier(processes)
     pipes = [SPAWN.Pipe() for _ in range(processes)]
     procs = [

@@ -67,7 +67,7 @@ def _reporting(conn: Connection, fn: Callable[[], Any]) -> None:
 def state_of(i: int) -> State:
     """All fields but epoch = i * SPREAD (every byte changes between writes); epoch = i."""
     h = (i * SPREAD) & MASK
-    return State(*([h] * (len(FIELDS) - 1)), epoch=i)
+    return State(*([h] * len(FIELDS)))._replace(epoch=i)
 
 
 def consistent(s: State) -> bool:
@@ -105,7 +105,7 @@ def _read_and_check(path: str, reads: int, barrier: Any, conn: Connection) -> No
     started = time.perf_counter()
     for _ in range(reads):
         s = read()
-        if not (s.count(s[0]) == 13 and s[0] == (s.epoch * SPREAD) & MASK):
+        if not (s.count(s[0]) == len(FIELDS) - 1 and s[0] == (s.epoch * SPREAD) & MASK):
             bad += 1
         e = s.epoch
         if e != last:
@@ -198,10 +198,11 @@ def test_byte_layout(tmp_path: Path) -> None:
     assert GENERATION.unpack_from(raw, 64) == (1,)
     slot = raw[SLOT_OFFSETS[1] : SLOT_OFFSETS[1] + SLOT_SIZE]
     assert int.from_bytes(slot[8:16], "little") == 1  # seq
-    assert [int.from_bytes(slot[16 + 8 * k : 24 + 8 * k], "little") for k in range(14)] == list(
-        range(100, 114)
+    assert len(FIELDS) == 16
+    assert [int.from_bytes(slot[16 + 8 * k : 24 + 8 * k], "little") for k in range(16)] == list(
+        range(100, 116)
     )
-    assert slot[128:] == bytes(64)  # reserved
+    assert slot[144:] == bytes(48)  # reserved
 
 
 # -- creation, damage, recovery --------------------------------------------------------------

@@ -45,6 +45,7 @@ from storage.wal import (
     segment_name,
 )
 from tests.support.crashdev import CrashDevice, SimulatedCrash
+from tests.support.faults import FsyncSwitch
 
 from .conftest import TEST_DEK
 
@@ -720,22 +721,15 @@ def _recover_image(
 
 
 def test_failing_fsync_is_fatal_until_reopened(tmp_path: Path) -> None:
-    fail = [False]
-
-    class Flaky(FileDevice):
-        def sync(self) -> None:
-            if fail[0]:
-                raise OSError(errno.EIO, "injected fsync failure")
-            super().sync()
-
-    wal = WAL(tmp_path / "wal", device_factory=Flaky)
+    fsync = FsyncSwitch()
+    wal = WAL(tmp_path / "wal", device_factory=fsync.device)
     pos = wal.append(wal.start(), [b"one"])
     wal.sync(pos)
     pos = wal.append(pos, [b"two"])
-    fail[0] = True
+    fsync.failing = True
     with pytest.raises(StorageError, match="the log failed: fsync"):
         wal.sync(pos)
-    fail[0] = False  # the disk "recovers": the WAL must not pretend it did (never retry)
+    fsync.failing = False  # the disk "recovers": the WAL must not pretend it did (never retry)
     assert wal.state is WalState.FAILED
     with pytest.raises(StorageError, match="the log failed earlier"):
         wal.append(pos, [b"three"])

@@ -1,4 +1,4 @@
-"""Fixtures for the multi-process locking tests."""
+"""Fixtures shared by the test packages: spawned processes with cleanup."""
 
 from __future__ import annotations
 
