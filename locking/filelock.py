@@ -8,12 +8,16 @@ makes the fork handling below possible.
 
 The named locks of a data directory (`LockSet` opens them all)
 -------------------------------------------------------------
-``open``        (`<dir>/open.lock`) held *shared* by every process that has the
-                directory open, for as long as it has it open.  Taken
-                *exclusive* only for recovery (replay the WAL, truncate a torn
-                tail, `StateFile.reset`) and to ask "is anyone else here?"
-                (`try_acquire()` exclusive succeeds only if no other process has
-                the directory open).
+``recovery``    (`<dir>/recovery.lock`) held exclusive while a process opens
+                the directory: it asks "is anyone else here?" (a try of `open`
+                exclusive), recovers if no one is, and turns its `open` lock
+                shared, all before it lets the next opener in.  `flock` cannot
+                turn exclusive into shared atomically (it unlocks, then
+                locks); holding `recovery` closes that window.
+``open``        (`open.lock`) held *shared* by every process that has the
+                directory open, for as long as it has it open.  Held
+                *exclusive* only during recovery (replay the WAL, truncate a
+                torn tail, `StateFile.reset`), which needs no one else there.
 ``vacuum``      (`vacuum.lock`) held for life by the one elected vacuum process;
                 election is a `try_acquire()`, and a dead vacuum process's lock
                 is released by the kernel so another can be elected.
@@ -34,7 +38,7 @@ The named locks of a data directory (`LockSet` opens them all)
 
 The global lock order (Architecture Invariant; also in ARCHITECTURE.md)
 -----------------------------------------------------------------------
-    open  ->  vacuum  ->  checkpoint  ->  sync  ->  commit  ->  sequence
+    recovery  ->  open  ->  vacuum  ->  checkpoint  ->  sync  ->  commit  ->  sequence
 
 A process may take a later lock while holding an earlier one, never the
 reverse.  `LockSet` checks it per thread: acquiring a lock while the same thread
@@ -153,7 +157,7 @@ __all__ = ["LOCK_ORDER", "SLOW_WAIT_SECONDS", "SPIN_SECONDS", "FileLock", "LockS
 
 log = logging.getLogger("mvcc.locking")
 
-LOCK_ORDER: Final = ("open", "vacuum", "checkpoint", "sync", "commit", "sequence")
+LOCK_ORDER: Final = ("recovery", "open", "vacuum", "checkpoint", "sync", "commit", "sequence")
 
 SPIN_SECONDS: Final = 60e-6
 """How long a waiter spins (yield + non-blocking try) before it blocks.
@@ -616,7 +620,7 @@ class FileLock:
 
 
 class LockSet:
-    """The six named locks of a data directory, opened once, in the global order.
+    """The seven named locks of a data directory, opened once, in the global order.
 
     `locks.commit`, `locks["commit"]`; acquiring a lock while this thread holds
     a later one of the set raises RuntimeError (L5).
@@ -642,6 +646,7 @@ class LockSet:
             self.close()
             raise
         (
+            self.recovery,
             self.open,
             self.vacuum,
             self.checkpoint,

@@ -1,13 +1,23 @@
 """mvcc: the database (open, tables, transactions, snapshots, commits).
 
-Today the package holds the public error hierarchy (`mvcc.errors`, re-exported
-here, as DESIGN section 2 fixes) and table schemas (`mvcc.schema`);
-`mvcc.open`, `Database`, `Table` and the query builder land with issues 5 and 6.
+`mvcc.open` returns a `Database` (mvcc/database.py); `db.table(...)` a `Table`;
+the public error hierarchy (`mvcc.errors`) is re-exported here, as DESIGN
+section 2 fixes.  In progress (issue 5): checkpoints into the page file, the
+remaining open options, retries; the query builder comes with issue 6.
 """
 
 from __future__ import annotations
 
-from . import errors
-from .errors import *  # noqa: F403  (the public hierarchy is part of the top-level API)
+from typing import Any
 
-__all__ = [name for name in errors.__all__ if name != "translate"]
+from . import errors
+from .database import Database
+from .errors import *  # noqa: F403  (the public hierarchy is part of the top-level API)
+from .table import Table
+
+__all__ = ["Database", "Table", "open", *(name for name in errors.__all__ if name != "translate")]
+
+
+def open(path: str, **options: Any) -> Database:
+    """Open (creating if missing) the data directory at `path`: DESIGN section 2."""
+    return Database(path, **options)

@@ -1,0 +1,158 @@
+"""A transaction: a snapshot to read, a buffered write set, savepoints, one commit.
+
+States: ACTIVE -> COMMITTED | ROLLED_BACK.  A transaction reads at its
+snapshot ts S (the durable ts when it began, pinned in the reader registry)
+and buffers its writes; `Database._commit` validates and appends them.
+
+Invariants
+(T1) Reads see the write set first, then the newest version with ts <= S:
+     a transaction reads its own writes and nothing committed after S.
+(T2) The write set holds, per (table id, key), the last value written (packed
+     document bytes, or None for a delete); nothing reaches the WAL before
+     commit, so a rollback is dropping the write set.
+(T3) Under "serializable" every key read (found or not) and every range
+     scanned is recorded, and the commit aborts if any changed after S.
+(T4) A savepoint is a copy of the write set (and read set) taken when a nested
+     block starts; an exception in the block restores it.
+(T5) A readonly transaction has no write set: a write raises ReadOnlyError
+     before anything is buffered, and its commit takes no lock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import ClosedError, ReadOnlyError
+from .memtable import MISSING
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["ISOLATIONS", "Transaction", "TxState"]
+
+ISOLATIONS = ("snapshot", "serializable")
+
+
+class TxState(enum.Enum):
+    ACTIVE = "active"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled back"
+
+
+class Transaction:
+    """One transaction of `db`; made by `db.transaction()`, not directly."""
+
+    def __init__(self, db: Database, *, isolation: str, readonly: bool) -> None:
+        self.db = db
+        self.isolation = isolation
+        self.readonly = readonly
+        self.serializable = isolation == "serializable"
+        self.state = TxState.ACTIVE
+        self.snapshot, self._pin = db._begin()
+        self.writes: dict[tuple[int, bytes], bytes | None] = {}
+        self.reads: set[tuple[int, bytes]] = set()
+        self.ranges: list[tuple[int, bytes | None, bytes | None]] = []
+        self._savepoints: list[tuple[dict[Any, Any], set[Any], int]] = []
+        self.commit_ts: int | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self.state is TxState.ACTIVE
+
+    def _check_active(self) -> None:
+        if self.state is not TxState.ACTIVE:
+            raise ClosedError(f"the transaction is {self.state.value}")
+        self.db._check_open()
+
+    def commit(self) -> None:
+        """Validate and append the write set (Database._commit); a no-op once committed.
+        A failed commit (ConflictError, ...) rolls the transaction back."""
+        if self.state is TxState.COMMITTED:
+            return
+        self._check_active()
+        ok = False
+        try:
+            if self.writes:
+                self.commit_ts = self.db._commit(self)
+            ok = True
+        finally:
+            self._end(TxState.COMMITTED if ok else TxState.ROLLED_BACK)
+
+    def rollback(self) -> None:
+        if self.state is TxState.ACTIVE:
+            self._end(TxState.ROLLED_BACK)
+
+    def _end(self, state: TxState) -> None:
+        """Leave ACTIVE and release the snapshot."""
+        self.state = state
+        self.writes = {}
+        self.db._end(self._pin)
+
+    # -- savepoints (T4) -----------------------------------------------------
+
+    def savepoint(self) -> int:
+        self._check_active()
+        self._savepoints.append((dict(self.writes), set(self.reads), len(self.ranges)))
+        return len(self._savepoints)
+
+    def release_savepoint(self, depth: int) -> None:
+        del self._savepoints[depth - 1 :]
+
+    def rollback_to(self, depth: int) -> None:
+        writes, reads, nranges = self._savepoints[depth - 1]
+        del self._savepoints[depth - 1 :]
+        self.writes, self.reads = writes, reads
+        del self.ranges[nranges:]
+
+    # -- reads (T1, T3) ------------------------------------------------------
+
+    def read(self, tid: int, key: bytes) -> bytes | None:
+        """The packed document under `key` as this transaction sees it, or None."""
+        self._check_active()
+        value = self.writes.get((tid, key), MISSING)
+        if value is not MISSING:
+            return value  # type: ignore[no-any-return]
+        if self.serializable:
+            self.reads.add((tid, key))
+        return self.db._read(tid, key, self.snapshot)
+
+    def scan(
+        self, tid: int, lo: bytes | None = None, hi: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, packed document) of every live record in [lo, hi), in key order."""
+        self._check_active()
+        if self.serializable:
+            self.ranges.append((tid, lo, hi))
+        mine = sorted(
+            (key, value)
+            for (t, key), value in self.writes.items()
+            if t == tid and (lo is None or key >= lo) and (hi is None or key < hi)
+        )
+        theirs = self.db._scan(tid, lo, hi, self.snapshot)
+        i = 0
+        for key, value in theirs:
+            while i < len(mine) and mine[i][0] < key:
+                if mine[i][1] is not None:
+                    yield mine[i]  # type: ignore[misc]
+                i += 1
+            if i < len(mine) and mine[i][0] == key:
+                if mine[i][1] is not None:
+                    yield mine[i]  # type: ignore[misc]
+                i += 1
+                continue
+            yield key, value
+        for rest, last in mine[i:]:
+            if last is not None:
+                yield rest, last
+
+    # -- writes (T2, T5) -----------------------------------------------------
+
+    def write(self, tid: int, key: bytes, value: bytes | None) -> None:
+        self._check_active()
+        if self.readonly:
+            raise ReadOnlyError("this transaction is readonly: it cannot write")
+        self.writes[(tid, key)] = value

@@ -1,0 +1,169 @@
+"""The database core: open/close, tables, transactions, conflicts, snapshots, processes.
+
+Invariants cited as (Dn), (Tn) are those of mvcc/database.py and mvcc/transaction.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mvcc
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_documents_round_trip_exactly_and_survive_reopen(tmp_path: Path) -> None:
+    doc = {"s": "x", "b": b"x", "i": 1, "f": 1.0, "n": None, "l": [1, [2.5, "y"]], "d": {"k": True}}
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t")
+        pk = t.insert(doc)
+        assert t.get(pk) == {**doc, "_id": pk}
+        assert type(t.get(pk)["f"]) is float and type(t.get(pk)["b"]) is bytes
+    with mvcc.open(tmp_path) as db:  # recovery replays the WAL
+        assert db.tables() == ["t"]
+        assert db.table("t").get(pk) == {**doc, "_id": pk}
+
+
+def test_conflicting_writers_first_committer_wins(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as a, mvcc.open(tmp_path) as b:
+        ta, tb = a.table("acc"), b.table("acc")
+        ta.put(1, {"v": 0})
+        with pytest.raises(mvcc.ConflictError) as info, b.transaction():
+            tb.update(1, {"v": 2})
+            with a.transaction():
+                ta.update(1, {"v": 1})
+        assert isinstance(info.value, mvcc.Retryable)
+        assert ta.get(1)["v"] == 1 == tb.get(1)["v"]
+        with a.transaction(), b.transaction():  # disjoint keys never conflict
+            ta.put(2, {"v": 2})
+            tb.put(3, {"v": 3})
+        assert len(ta) == 3
+
+
+def test_a_snapshot_is_stable_while_another_commits(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as a, mvcc.open(tmp_path) as b:
+        ta, tb = a.table("t"), b.table("t")
+        ta.put(1, {"v": 1})
+        with a.transaction(readonly=True):
+            assert ta.get(1) == {"v": 1, "_id": 1}
+            tb.put(1, {"v": 2})
+            tb.put(2, {"v": 2})
+            assert ta.get(1) == {"v": 1, "_id": 1}  # D1: the snapshot of the block
+            assert ta.count() == 1
+        assert ta.get(1)["v"] == 2 and ta.count() == 2
+
+
+def test_write_skew_allowed_under_snapshot_prevented_under_serializable(tmp_path: Path) -> None:
+    def go_off_call(db: mvcc.Database, me: int, other: Callable[[], None], iso: str) -> None:
+        doctors = db.table("doctors")
+        with db.transaction(isolation=iso):
+            on_call = doctors.count({"on_call": True})
+            other()
+            if on_call >= 2:
+                doctors.update(me, {"on_call": False})
+
+    for iso, expect_conflict in (("snapshot", False), ("serializable", True)):
+        path = tmp_path / iso
+        with mvcc.open(path) as a, mvcc.open(path) as b:
+            a.table("doctors").put(1, {"on_call": True})
+            a.table("doctors").put(2, {"on_call": True})
+
+            def bob(b: mvcc.Database = b, iso: str = iso) -> None:
+                go_off_call(b, 2, lambda: None, iso)
+
+            if expect_conflict:
+                with pytest.raises(mvcc.ConflictError):
+                    go_off_call(a, 1, bob, iso)
+                assert a.table("doctors").count({"on_call": True}) == 1
+            else:
+                go_off_call(a, 1, bob, iso)
+                assert a.table("doctors").count({"on_call": True}) == 0  # the anomaly
+
+
+def test_nested_block_is_a_savepoint_and_readonly_refuses_writes(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t")
+        with db.transaction():
+            t.put(1, {"v": 1})
+            with pytest.raises(KeyError), db.transaction():
+                t.put(2, {"v": 2})
+                raise KeyError("undo the inner block only")
+            assert 2 not in t
+        assert 1 in t and 2 not in t
+        with db.transaction(readonly=True), pytest.raises(mvcc.ReadOnlyError):
+            t.put(3, {})
+        with pytest.raises(mvcc.ValidationError) as info:
+            t.insert_many([{"ok": 1}, {"bad": {1, 2}}])
+        assert "bad" in str(info.value)
+        assert len(t) == 1  # none of insert_many's documents
+
+
+def test_closed_and_bad_options(tmp_path: Path) -> None:
+    db = mvcc.open(tmp_path)
+    t = db.table("t")
+    db.close()
+    with pytest.raises(mvcc.ClosedError):
+        t.get(1)
+    with pytest.raises(mvcc.ClosedError):
+        db.table("u")
+    with pytest.raises(mvcc.ValidationError) as info:
+        mvcc.open(tmp_path, durability="sometimes")
+    assert info.value.field == "durability"
+    with pytest.raises(mvcc.ValidationError) as info:
+        mvcc.open(tmp_path, lock_timeout=-1)
+    assert info.value.field == "lock_timeout"
+
+
+def test_encrypted_directory_needs_the_right_passphrase(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path, passphrase="s3cret") as db:
+        db.table("t").put(1, {"secret": "plaintext-marker"})
+    for wal in (tmp_path / "wal").iterdir():
+        assert b"plaintext-marker" not in wal.read_bytes()
+    with pytest.raises(mvcc.InvalidKey):
+        mvcc.open(tmp_path)
+    with pytest.raises(mvcc.InvalidKey):
+        mvcc.open(tmp_path, passphrase="wrong")
+    with mvcc.open(tmp_path, passphrase="s3cret") as db:
+        assert db.table("t").get(1)["secret"] == "plaintext-marker"
+
+
+def _incrementer(path: str, worker: int, rounds: int, conn: Any) -> None:
+    acknowledged = 0
+    with mvcc.open(path) as db:
+        counters = db.table("counters")
+        for i in range(rounds):
+            key = (worker + i) % 3
+            while True:
+                try:
+                    with db.transaction():
+                        counters.update(key, lambda d: {**d, "n": d["n"] + 1})
+                    break
+                except mvcc.ConflictError:
+                    continue
+            acknowledged += 1
+    conn.send(acknowledged)
+
+
+def test_processes_incrementing_shared_counters_lose_no_update(
+    tmp_path: Path, procs: Callable[..., Any]
+) -> None:
+    with mvcc.open(tmp_path) as db:
+        for k in range(3):
+            db.table("counters").put(k, {"n": 0})
+    workers, rounds = 4, 30
+    pipes = [multiprocessing.get_context("spawn").Pipe() for _ in range(workers)]
+    for w, (_, child) in enumerate(pipes):
+        procs(_incrementer, str(tmp_path), w, rounds, child)
+    acked = 0
+    for parent, _ in pipes:
+        assert parent.poll(90), "a worker sent nothing"
+        acked += parent.recv()
+    with mvcc.open(tmp_path) as db:
+        total = sum(doc["n"] for doc in db.table("counters"))
+    assert acked == workers * rounds
+    assert total == acked
