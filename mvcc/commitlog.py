@@ -81,6 +81,8 @@ __all__ = [
     "MIN_GATHER",
     "POLL",
     "CommitLog",
+    "checkpoint_fields",
+    "checkpoint_start",
     "durable_end",
     "durable_fields",
     "end_fields",
@@ -102,7 +104,9 @@ MIN_GATHER: Final = 150e-6
 
 _WAL_END = ("commit_ts", "wal_segment", "wal_offset", "wal_checksum")
 _DURABLE = ("durable_ts", "durable_segment", "durable_offset", "durable_checksum")
+_CHECKPOINT = ("checkpoint_ts", "checkpoint_segment", "checkpoint_offset", "checkpoint_checksum")
 _get_wal_end, _get_durable = attrgetter(*_WAL_END), attrgetter(*_DURABLE)
+_get_checkpoint = attrgetter(*_CHECKPOINT)
 
 
 def _position(ts: int, segment: int, offset: int, checksum: int) -> LogPosition:
@@ -125,6 +129,11 @@ def durable_end(state: State) -> LogPosition:
     return _position(*_get_durable(state))
 
 
+def checkpoint_start(state: State) -> LogPosition:
+    """Where the last checkpoint's page file ends and the WAL to replay begins."""
+    return _position(*_get_checkpoint(state))
+
+
 def end_fields(end: LogPosition) -> dict[str, int]:
     """The state fields that publish `end` as the WAL end (`commit_ts` included)."""
     return _fields(_WAL_END, end)
@@ -133,6 +142,11 @@ def end_fields(end: LogPosition) -> dict[str, int]:
 def durable_fields(end: LogPosition) -> dict[str, int]:
     """The state fields that publish `end` as the durable position."""
     return _fields(_DURABLE, end)
+
+
+def checkpoint_fields(start: LogPosition) -> dict[str, int]:
+    """The state fields that publish `start` as the checkpoint position."""
+    return _fields(_CHECKPOINT, start)
 
 
 class CommitLog:
@@ -198,15 +212,14 @@ class CommitLog:
             state = read()
             if state.durable_ts >= ts:
                 return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise LockWaitTimeout(sync_lock.name, seconds=now - started, path=sync_lock.path)
+            pause = POLL
             if first:
                 first = False
-                time.sleep(FOLLOW_FRACTION * state.sync_us / 1e6)
-                continue
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LockWaitTimeout(
-                    sync_lock.name, seconds=time.monotonic() - started, path=sync_lock.path
-                )
-            time.sleep(POLL)
+                pause = FOLLOW_FRACTION * state.sync_us / 1e6
+            time.sleep(pause if deadline is None else min(pause, deadline - now))
 
     def _lead(self) -> None:
         """Gather, sync everything appended so far, publish it (C3, C4)."""

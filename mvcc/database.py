@@ -23,6 +23,10 @@ Invariants
      first-committer-wins holds at record granularity.
 (D3) A commit returns only once its frame is durable (CommitLog C2); it then
      is visible to every transaction that begins afterwards, in any process.
+     If that wait fails (LogFailed here, LockTimeout behind a stuck leader),
+     the frame is already in the log and another process's sync may still make
+     it durable: the error means "outcome unknown", as a connection lost
+     during COMMIT does in PostgreSQL.
 (D4) Every state change of the shared state file is made under the commit
      lock (statefile S2) or, at recovery, with `open` exclusive.
 """
@@ -37,15 +41,24 @@ import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
+from locking.errors import StateError
 from locking.filelock import LockSet
 from locking.registry import Registry
 from locking.statefile import State, StateFile
 from storage.codec import pack_doc, unpack_doc
 from storage.crypto import PageCipher, create_key_file, load_key_file
 from storage.keys import decode_key, encode_key
-from storage.wal import WAL, Durability, LogPosition
+from storage.wal import WAL, Durability
 
-from .commitlog import CommitLog, durable_end, durable_fields, end_fields, wal_end
+from .commitlog import (
+    CommitLog,
+    checkpoint_fields,
+    checkpoint_start,
+    durable_end,
+    durable_fields,
+    end_fields,
+    wal_end,
+)
 from .errors import ClosedError, ConflictError, InvalidKey, ValidationError, translate
 from .ids import IdAllocator
 from .memtable import CATALOG, MISSING, Memtable, encode_frame
@@ -59,15 +72,6 @@ log = logging.getLogger("mvcc")
 
 DURABILITIES = ("full", "normal", "off")
 KEY_FILE = "key"
-
-
-def _checkpoint_position(state: State) -> LogPosition:
-    return LogPosition(
-        state.checkpoint_segment,
-        state.checkpoint_offset,
-        state.checkpoint_checksum.to_bytes(8, "big"),
-        state.checkpoint_ts + 1,
-    )
 
 
 class Database:
@@ -99,6 +103,7 @@ class Database:
         self.lock_timeout = lock_timeout
         self._closed = True
         self._latch = threading.RLock()  # the memtable and local state of this process
+        self._names: dict[int, str] = {CATALOG: "the table catalog"}  # table id -> name
         self._current: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
             f"mvcc-tx-{id(self)}", default=None
         )
@@ -111,10 +116,13 @@ class Database:
                 self.wal = stack.enter_context(
                     WAL(os.path.join(self.path, "wal"), cipher=cipher, durability=self.durability)
                 )
-                self.state = stack.enter_context(StateFile(os.path.join(self.path, "state")))
+                state_path = os.path.join(self.path, "state")
                 if self.locks.open.try_acquire():
+                    self.state = stack.enter_context(self._open_state_alone(state_path))
                     self._recover()
                     self.locks.open.release()
+                else:  # a live process keeps the state file valid
+                    self.state = stack.enter_context(StateFile(state_path))
                 self.locks.open.acquire(lock_timeout, shared=True)
             finally:
                 self.locks.recovery.release()
@@ -131,7 +139,7 @@ class Database:
                 sync=durability != "off",
             )
             state = self.state.read()
-            self.memtable = Memtable(_checkpoint_position(state))
+            self.memtable = Memtable(checkpoint_start(state))
             self.memtable.catch_up(self.wal, durable_end(state))
             self._stack = stack.pop_all()
         self._closed = False
@@ -148,19 +156,24 @@ class Database:
             raise InvalidKey(f"{self.path} is not encrypted: open it without passphrase or key")
         return PageCipher(create_key_file(path, passphrase=passphrase, key=key))
 
+    @staticmethod
+    def _open_state_alone(path: str) -> StateFile:
+        """The state file, rebuilt if damaged: it is never synced, so a power cut may
+        tear it, and with no other process here nothing else depends on it."""
+        try:
+            return StateFile(path)
+        except StateError as exc:
+            log.warning("recovery: the state file is damaged (%s); rebuilding it", exc)
+            return StateFile.rebuild(path, State())
+
     def _recover(self) -> None:
         """No other process has the directory open: rebuild the shared state from the
-        WAL (Open, step 2).  Until checkpoints exist the WAL is read from its start."""
+        WAL (Open, step 2).  Until checkpoints exist the WAL is read from its start
+        (a zero checkpoint position: a new or rebuilt state file)."""
         state = self.state.read()
-        start = self.wal.start()
         if state.checkpoint_segment == 0:
-            state = state._replace(
-                checkpoint_segment=start.segment,
-                checkpoint_offset=start.offset,
-                checkpoint_checksum=int.from_bytes(start.checksum, "big"),
-                checkpoint_ts=start.next_ts - 1,
-            )
-        reader = self.wal.read(_checkpoint_position(state))
+            state = state._replace(**checkpoint_fields(self.wal.start()))
+        reader = self.wal.read(checkpoint_start(state))
         frames = sum(1 for _ in reader)
         end = reader.position
         stopped = reader.stopped
@@ -180,7 +193,8 @@ class Database:
             raise ClosedError(f"the database {self.path} is closed")
 
     def close(self) -> None:
-        """Close the files and release the locks; a transaction still open is rolled back."""
+        """Close the files and release the locks.  A transaction still open here can
+        no longer read or commit: its next call raises ClosedError."""
         if self._closed:
             return
         self._closed = True
@@ -208,8 +222,8 @@ class Database:
                 f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}",
                 field="isolation",
             )
-        outer = self._current.get()
-        if outer is not None and outer.active:
+        outer = self.current()
+        if outer is not None:
             depth = outer.savepoint()
             try:
                 yield outer
@@ -245,18 +259,21 @@ class Database:
     def _begin(self) -> tuple[int, tuple[int, int]]:
         """Pin a snapshot (D1) and bring the memtable up to it."""
         self._check_open()
+        seen: list[State] = []
 
         def read() -> tuple[int, int]:
-            return self.state.read().durable_ts, 0
+            seen.append(self.state.read())
+            return seen[-1].durable_ts, 0
 
         pin = self.registry.pin(read)
-        try:
-            # The durable end read now is at or after the pinned ts (it only grows).
-            with self._latch:
-                self.memtable.catch_up(self.wal, durable_end(self.state.read()))
-        except BaseException:
-            self.registry.unpin(pin)
-            raise
+        upto = durable_end(seen[-1])  # the state the pinned ts came from
+        if upto.next_ts > self.memtable.position.next_ts:
+            try:
+                with self._latch:
+                    self.memtable.catch_up(self.wal, upto)
+            except BaseException:
+                self.registry.unpin(pin)
+                raise
         return pin[0], pin
 
     def _end(self, pin: tuple[int, int]) -> None:
@@ -313,11 +330,13 @@ class Database:
                     raise self._conflict(tid, changed, "scanned")
 
     def _conflict(self, tid: int, key: bytes, how: str) -> ConflictError:
+        table = self._names.get(tid, f"table id {tid}")
+        pk = decode_key(key)[0]
         return ConflictError(
-            f"a record this transaction {how} (table id {tid}, key {key!r}) was changed "
-            "by a transaction that committed after its snapshot",
-            table=str(tid),
-            key=key,
+            f"{table}: the record {pk!r} this transaction {how} was changed by a "
+            "transaction that committed after its snapshot",
+            table=table,
+            key=pk,
         )
 
     # -- tables ------------------------------------------------------------------
@@ -355,12 +374,13 @@ class Database:
 
     def _table_from_row(self, name: str, row: dict[str, Any]) -> Table:
         schema = None if row.get("schema") is None else Schema.compile(row["schema"])
+        self._names[row["id"]] = name
         return Table(self, name, row["id"], row["primary_key"], schema)
 
     def tables(self) -> list[str]:
         """Names of the tables this context's snapshot sees."""
         self._check_open()
-        with self.transaction(readonly=self.current() is None) as tx:
+        with self.transaction(readonly=True) as tx:  # inside one: a savepoint of it
             return [str(decode_key(k)[0]) for k, _v in tx.scan(CATALOG)]
 
     def drop_table(self, name: str) -> bool:

@@ -46,10 +46,6 @@ class IdAllocator:
         self._blocks[tid] = (nxt + 1, end)
         return nxt
 
-    def forget(self) -> None:
-        """Drop local blocks (a forked child must not share its parent's)."""
-        self._blocks.clear()
-
     def _take_block(self, tid: int) -> tuple[int, int]:
         self.lock.acquire(self.timeout)
         try:

@@ -42,7 +42,6 @@ __all__ = [
     "CATALOG",
     "FRAME_FORMAT",
     "MISSING",
-    "Chain",
     "Memtable",
     "Write",
     "decode_frame",
@@ -52,7 +51,6 @@ __all__ = [
 FRAME_FORMAT: Final = 1
 CATALOG: Final = 0  # the table id of the table of tables
 
-Chain = list[tuple[int, bytes | None]]
 Write = tuple[int, bytes, bytes | None]
 
 
@@ -96,12 +94,6 @@ class Memtable:
         self.base = base
         self.position = base
         self.tables: dict[int, SortedDict] = {}
-        self.versions = 0  # chain entries held, for stats and the checkpoint trigger
-
-    @property
-    def ts(self) -> int:
-        """The ts of the last applied frame."""
-        return self.position.next_ts - 1
 
     def apply(self, ts: int, writes: Iterable[Write]) -> None:
         """Apply the frame with commit ts `ts` (M1, M2)."""
@@ -115,7 +107,6 @@ class Memtable:
                 table[key] = [(ts, value)]
             else:
                 chain.insert(0, (ts, value))
-            self.versions += 1
 
     def catch_up(self, wal: WAL, upto: LogPosition) -> int:
         """Apply every frame before `upto` not applied yet; return how many.
@@ -181,5 +172,5 @@ class Memtable:
             return None
         for key in table.irange(lo, hi, inclusive=(True, False)):
             if table[key][0][0] > snapshot:
-                return bytes(key)
+                return key  # type: ignore[no-any-return]
         return None

@@ -82,45 +82,47 @@ class Table:
                 field=self.primary_key,
             ) from exc
 
-    def _pack(self, doc: Any) -> bytes:
+    def _own(self, doc: Any) -> dict[str, Any]:
+        """A copy of `doc` to add the primary key to; ValidationError if not a dict."""
         if type(doc) is not dict:
             raise ValidationError(
                 f"{self.name}: a document is a dict, not {type(doc).__name__}", field=""
             )
+        return dict(doc)
+
+    def _pack(self, doc: dict[str, Any]) -> bytes:
+        """Schema, then codec checks (B1); the packed document."""
         if self.schema is not None:
             self.schema.validate(doc)
         try:
-            return pack_doc(doc, compress=self.db_compress)
+            return pack_doc(doc)
         except EncodeError as exc:
             raise ValidationError(f"{self.name}: {exc}", field=exc.field or "") from exc
-
-    @property
-    def db_compress(self) -> bool:
-        return bool(getattr(self.db, "compression", None))
 
     # -- writes ----------------------------------------------------------------
 
     def insert(self, doc: dict[str, Any]) -> Any:
         """Store a new document; return its primary key (assigned if missing)."""
         with self._tx() as tx:
-            doc = dict(doc) if type(doc) is dict else doc
-            self._pack(doc)  # B1: validate before an id is spent
+            doc = self._own(doc)
             pk = doc.get(self.primary_key)
-            if pk is None:
-                pk = self.db._new_id(self.tid)
-                while tx.read(self.tid, self._key(pk)) is not None:
+            if pk is None:  # an auto id, skipping any a caller chose explicitly
+                while True:
                     pk = self.db._new_id(self.tid)
+                    key = self._key(pk)
+                    if tx.read(self.tid, key) is None:
+                        break
                 doc[self.primary_key] = pk
-            key = self._key(pk)
-            packed = self._pack(doc)
-            if tx.read(self.tid, key) is not None:
-                raise UniqueViolation(
-                    f"{self.name}: a record with {self.primary_key} = {pk!r} exists",
-                    table=self.name,
-                    field=self.primary_key,
-                    value=pk,
-                )
-            tx.write(self.tid, key, packed)
+            else:
+                key = self._key(pk)
+                if tx.read(self.tid, key) is not None:
+                    raise UniqueViolation(
+                        f"{self.name}: a record with {self.primary_key} = {pk!r} exists",
+                        table=self.name,
+                        field=self.primary_key,
+                        value=pk,
+                    )
+            tx.write(self.tid, key, self._pack(doc))
             return pk
 
     def insert_many(self, docs: list[dict[str, Any]]) -> list[Any]:
@@ -138,9 +140,8 @@ class Table:
     def put(self, pk: Any, doc: dict[str, Any]) -> None:
         """Store `doc` under `pk`, replacing whatever is there (upsert)."""
         with self._tx() as tx:
-            doc = dict(doc) if type(doc) is dict else doc
-            if type(doc) is dict:
-                doc[self.primary_key] = pk
+            doc = self._own(doc)
+            doc[self.primary_key] = pk
             tx.write(self.tid, self._key(pk), self._pack(doc))
 
     def update(self, pk: Any, changes: dict[str, Any] | Callable[[dict[str, Any]], Any]) -> int:
@@ -153,15 +154,14 @@ class Table:
             doc = unpack_doc(packed)
             if callable(changes):
                 new = changes(doc)
-                doc = doc if new is None else new
+                doc = doc if new is None else self._own(new)
             elif isinstance(changes, dict):
                 doc.update(changes)
             else:
                 raise ValidationError(
                     f"update takes a dict or a callable, not {type(changes).__name__}"
                 )
-            if type(doc) is dict:
-                doc[self.primary_key] = pk
+            doc[self.primary_key] = pk
             tx.write(self.tid, key, self._pack(doc))
             return 1
 

@@ -210,34 +210,42 @@ def _handoff_worker(
     conn.send((index, times.tobytes()))
 
 
-def measure_handoff(directory: str, load: Load, processes: int, quick: bool) -> dict[str, Any]:
-    path = os.path.join(directory, f"handoff-{load.name}-{processes}.lock")
-    rounds = load.quick_rounds if quick else load.rounds
+def run_workers(
+    target: Callable[..., None], processes: int, args: tuple[Any, ...], what: str
+) -> list[Any]:
+    """Start `processes` spawned `target(*args, index, barrier, conn)`; return what each
+    sends on `conn`, in index order; every process is joined (killed if it hangs)."""
     barrier = SPAWN.Barrier(processes)
     pipes = [SPAWN.Pipe() for _ in range(processes)]
     procs = [
-        SPAWN.Process(target=_handoff_worker, args=(path, load, rounds, i, barrier, child))
+        SPAWN.Process(target=target, args=(*args, i, barrier, child))
         for i, (_, child) in enumerate(pipes)
     ]
-    records: list[tuple[int, int, int, int]] = []  # (acquired, released, wait start, proc)
+    reports = []
     try:
         for p in procs:
             p.start()
         for parent, _ in pipes:
             if not parent.poll(CHILD_TIMEOUT):
-                raise RuntimeError(f"a hand-off worker sent nothing in {CHILD_TIMEOUT} s")
-            index, raw = parent.recv()
-            times = array.array("q")
-            times.frombytes(raw)
-            records += [
-                (times[j + 1], times[j + 2], times[j], index) for j in range(0, len(times), 3)
-            ]
+                raise RuntimeError(f"a {what} worker sent nothing in {CHILD_TIMEOUT} s")
+            reports.append(parent.recv())
     finally:
         for p in procs:
             p.join(CHILD_TIMEOUT)
             if p.is_alive():
                 p.kill()
                 p.join()
+    return reports
+
+
+def measure_handoff(directory: str, load: Load, processes: int, quick: bool) -> dict[str, Any]:
+    path = os.path.join(directory, f"handoff-{load.name}-{processes}.lock")
+    rounds = load.quick_rounds if quick else load.rounds
+    records: list[tuple[int, int, int, int]] = []  # (acquired, released, wait start, proc)
+    for index, raw in run_workers(_handoff_worker, processes, (path, load, rounds), "hand-off"):
+        times = array.array("q")
+        times.frombytes(raw)
+        records += [(times[j + 1], times[j + 2], times[j], index) for j in range(0, len(times), 3)]
     return handoff_figures(records)
 
 
@@ -492,26 +500,7 @@ def measure_group_commit(directory: str, processes: int, seconds: float) -> dict
     ):
         start = wal.start()
         sf.write(**end_fields(start))
-    barrier = SPAWN.Barrier(processes)
-    pipes = [SPAWN.Pipe() for _ in range(processes)]
-    procs = [
-        SPAWN.Process(target=_group_worker, args=(directory, seconds, i, barrier, child))
-        for i, (_, child) in enumerate(pipes)
-    ]
-    reports = []
-    try:
-        for p in procs:
-            p.start()
-        for parent, _ in pipes:
-            if not parent.poll(CHILD_TIMEOUT):
-                raise RuntimeError(f"a group-commit worker sent nothing in {CHILD_TIMEOUT} s")
-            reports.append(parent.recv())
-    finally:
-        for p in procs:
-            p.join(CHILD_TIMEOUT)
-            if p.is_alive():
-                p.kill()
-                p.join()
+    reports = run_workers(_group_worker, processes, (directory, seconds), "group-commit")
     frames = sum(r[1] for r in reports)
     fsyncs = sum(r[2] for r in reports)
     waits = sum(r[3] for r in reports)
