@@ -27,6 +27,10 @@ Invariants
      old H and the new minimum, and slots holding pairs below the old H belong
      to readers that will retry, so they are not counted.
 (R5) Exhaustion is RegistryFull, raised at once, never a hang.
+(R6) Every Registry object of a process on one file shares the process's one
+     slot and one set of pins (two Database objects on one directory in one
+     process): the slot publishes the lowest pair any of them holds, and one
+     object's unpin never hides another's pin.
 
 Slot (64 bytes): pid u32, flags u32 (1 = holding), ts u64, gen u64, since u64
 (wall-clock ns when the oldest held pair was taken), crc32 of bytes 0..32 u32,
@@ -90,6 +94,12 @@ class _SharedFile:
         self.users = 0
         self.own_slot: int | None = None
         self.pid = os.getpid()
+        # The process's pins, whichever Registry object took them: they share
+        # the one slot, which publishes the lowest of them all (R6).
+        self.latch = threading.Lock()
+        self.pins: Counter[tuple[int, int]] = Counter()
+        self.published: tuple[int, int] | None = None
+        self.since = 0
 
     def _initialise(self, nslots: int) -> int:
         # The header's bytes 8..16 double as the creation lock: the first
@@ -182,7 +192,6 @@ class Registry:
     def __init__(self, path: str, *, nslots: int = DEFAULT_SLOTS) -> None:
         self.path = path
         self._nslots_wanted = nslots
-        self._latch = threading.Lock()
         self._open()
         forksafe.register(self)
 
@@ -190,19 +199,18 @@ class Registry:
         self._pid = os.getpid()
         self._file = _shared_file(self.path, self._nslots_wanted)
         self.nslots = self._file.nslots
-        self._pins: Counter[tuple[int, int]] = Counter()
-        self._published: tuple[int, int] | None = None
-        self._since = 0
+        self._mine = 0  # pins taken through this object and not yet released
 
     def _after_fork_in_child(self) -> None:
-        self._latch = threading.Lock()
         self._open()
 
     def close(self) -> None:
-        with self._latch:
-            if self._file is not None:
-                _release_file(self._file)
-                self._file = None  # type: ignore[assignment]
+        shared = self._file
+        if shared is None:
+            return
+        with shared.latch:
+            self._file = None  # type: ignore[assignment]
+        _release_file(shared)
 
     # -- slots ---------------------------------------------------------------
 
@@ -334,47 +342,55 @@ class Registry:
         """Take a snapshot: `read()` returns the current (ts, gen); the pair is
         published and confirmed against the horizon (R3) before it is returned.
         Every pin is released with `unpin(pair)`."""
-        with self._latch:
-            slot = self.slot
+        slot = self.slot
+        shared = self._file
+        with shared.latch:
+            pins = shared.pins
             while True:
                 pair = read()
-                held = self._published if self._pins else None  # confirmed iff pins exist
+                held = shared.published if pins else None  # confirmed iff pins exist
                 if held is not None and held[0] <= pair[0] and held[1] <= pair[1]:
                     # An older pair of this process is published and confirmed
                     # already and covers this one (read() never goes backwards).
-                    self._pins[pair] += 1
-                    return pair
-                self._publish(slot, _lowest(self._pins, pair))
+                    break
+                self._publish(slot, _lowest(pins, pair))
                 horizon = self.published_horizon()
                 if pair[0] >= horizon[0] and pair[1] >= horizon[1]:
-                    self._pins[pair] += 1
-                    return pair
+                    break
                 # Below the horizon: a computation missed us; read a newer pair.
+            pins[pair] += 1
+            self._mine += 1
+            return pair
 
     def unpin(self, pair: tuple[int, int]) -> None:
-        with self._latch:
-            if self._pins[pair] <= 0:
+        shared = self._file
+        with shared.latch:
+            pins = shared.pins
+            if pins[pair] <= 0 or self._mine <= 0:
                 raise ValueError(f"{pair} is not pinned")
-            self._pins[pair] -= 1
-            if not self._pins[pair]:
-                del self._pins[pair]
-            if not self._pins:
-                self._write_slot(self._file, self.slot, 0, 0, 0, 0)
-                self._published = None
+            pins[pair] -= 1
+            self._mine -= 1
+            if not pins[pair]:
+                del pins[pair]
+            if not pins:
+                self._write_slot(shared, self.slot, 0, 0, 0, 0)
+                shared.published = None
             else:
-                lowest = _lowest(self._pins)
-                if lowest != self._published:
+                lowest = _lowest(pins)
+                if lowest != shared.published:
                     self._publish(self.slot, lowest)
 
     def _publish(self, slot: int, pair: tuple[int, int]) -> None:
-        if self._published is None:
-            self._since = time.time_ns()
-        self._write_slot(self._file, slot, FLAG_HOLDING, pair[0], pair[1], self._since)
-        self._published = pair
+        shared = self._file
+        if shared.published is None:
+            shared.since = time.time_ns()
+        self._write_slot(shared, slot, FLAG_HOLDING, pair[0], pair[1], shared.since)
+        shared.published = pair
 
     @property
     def pins(self) -> int:
-        return sum(self._pins.values())
+        """Pins taken through this object and not yet released."""
+        return self._mine
 
     def readers(self) -> Iterator[Reader]:
         """Live slots holding a snapshot (probing each), for stats."""

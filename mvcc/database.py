@@ -1,15 +1,19 @@
 """The database of one process on a data directory: open, recovery, snapshots, commit.
 
-Directory (docs/format.md): `wal/` segments, `state` (locking.statefile),
+Directory (docs/format.md): `pages` (storage.pagefile: the version trees of
+the last checkpoint), `wal/` segments, `state` (locking.statefile),
 `readers` (locking.registry), `*.lock` (locking.filelock), `ids` (mvcc.ids),
 `key` when encrypted (storage.crypto).
 
 Open
 ----
-1. Take `recovery` exclusive.  2. Try `open` exclusive: success means no live
-process has the directory open, so recover: find the WAL's valid end from the
-checkpoint position, truncate a torn tail, sync what is there, and reset the
-shared state (commit ts = durable ts = the last frame, epoch + 1).  3. Hold
+1. Take `recovery` exclusive; open the WAL and the page file (created here if
+new, so two first openers never both write its first meta pages).  2. Try
+`open` exclusive: success means no live process has the directory open, so
+recover: find the WAL's valid end from the position the page file's newest
+meta names, truncate a torn tail, sync what is there, and reset the shared
+state (checkpoint = the page file's, commit ts = durable ts = the last frame,
+epoch + 1).  3. Hold
 `open` shared for life and release `recovery` (filelock.py: the lock
 conversion is not atomic; `recovery` covers the window).  4. Tail the WAL from
 the checkpoint position into this process's memtable.
@@ -29,6 +33,12 @@ Invariants
      during COMMIT does in PostgreSQL.
 (D4) Every state change of the shared state file is made under the commit
      lock (statefile S2) or, at recovery, with `open` exclusive.
+(D5) A transaction pinned at (S, G) reads the trees of a checkpoint
+     generation >= G (never reused while G is pinned: checkpoint.py K4),
+     whose ts F is its floor, and the memtable's versions in (F, S]
+     (memtable.py M5: `_begin` catches up before it picks the view, and
+     picks one whose ts is at or above any gap a skip left).  Trees pruned at
+     a horizon <= S still hold the newest version <= S (versions.py V2).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import contextvars
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -47,9 +58,15 @@ from locking.registry import Registry
 from locking.statefile import State, StateFile
 from storage.codec import pack_doc, unpack_doc
 from storage.crypto import PageCipher, create_key_file, load_key_file
+from storage.errors import CorruptPage
+from storage.format import DEFAULT_PAGE_SIZE
 from storage.keys import decode_key, encode_key
-from storage.wal import WAL, Durability
+from storage.pagefile import PageFile, check_page_size
+from storage.wal import DEFAULT_SEGMENT_SIZE, WAL, Durability, LogPosition
 
+from .checkpoint import CheckpointResult, meta_position
+from .checkpoint import checkpoint as run_checkpoint
+from .checkpoint import due as checkpoint_due
 from .commitlog import (
     CommitLog,
     checkpoint_fields,
@@ -65,13 +82,51 @@ from .memtable import CATALOG, MISSING, Memtable, encode_frame
 from .schema import Schema
 from .table import Table
 from .transaction import ISOLATIONS, Transaction
+from .versions import PageView, decode_chain, head_ts, visible
 
 __all__ = ["DURABILITIES", "Database"]
 
 log = logging.getLogger("mvcc")
 
 DURABILITIES = ("full", "normal", "off")
+COMPRESSIONS = (None, "zlib")
 KEY_FILE = "key"
+PAGES = "pages"
+WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE  # module-level so tests can make segments small
+
+
+def _check_options(
+    durability: object,
+    autovacuum: object,
+    lock_timeout: object,
+    page_size: object,
+    compression: object,
+) -> None:
+    """Every open option, checked before any file is touched; the error names it."""
+    if durability not in DURABILITIES:
+        raise ValidationError(
+            f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}",
+            field="durability",
+        )
+    if type(autovacuum) is not bool:
+        raise ValidationError(
+            f"autovacuum must be True or False, not {autovacuum!r}", field="autovacuum"
+        )
+    if lock_timeout is not None and not (
+        type(lock_timeout) in (int, float) and lock_timeout > 0  # type: ignore[operator]
+    ):
+        raise ValidationError(
+            f"lock_timeout must be a positive number of seconds or None, not {lock_timeout!r}",
+            field="lock_timeout",
+        )
+    try:
+        check_page_size(page_size)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise ValidationError(str(exc), field="page_size") from None
+    if compression not in COMPRESSIONS:
+        raise ValidationError(
+            f"compression must be None or 'zlib', not {compression!r}", field="compression"
+        )
 
 
 class Database:
@@ -84,23 +139,17 @@ class Database:
         passphrase: str | bytes | None = None,
         key: bytes | None = None,
         durability: str = "full",
+        autovacuum: bool = True,
         lock_timeout: float | None = 10.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        compression: str | None = None,
     ) -> None:
-        if durability not in DURABILITIES:
-            raise ValidationError(
-                f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}",
-                field="durability",
-            )
-        if lock_timeout is not None and not (
-            isinstance(lock_timeout, (int, float)) and lock_timeout > 0
-        ):
-            raise ValidationError(
-                f"lock_timeout must be a positive number of seconds or None, not {lock_timeout!r}",
-                field="lock_timeout",
-            )
+        _check_options(durability, autovacuum, lock_timeout, page_size, compression)
         self.path = os.fspath(path)
         self.durability = cast(Durability, durability)  # checked above
+        self.autovacuum = autovacuum
         self.lock_timeout = lock_timeout
+        self.compress = compression == "zlib"
         self._closed = True
         self._latch = threading.RLock()  # the memtable and local state of this process
         self._names: dict[int, str] = {CATALOG: "the table catalog"}  # table id -> name
@@ -114,7 +163,24 @@ class Database:
             try:
                 cipher = self._cipher(passphrase, key)
                 self.wal = stack.enter_context(
-                    WAL(os.path.join(self.path, "wal"), cipher=cipher, durability=self.durability)
+                    WAL(
+                        os.path.join(self.path, "wal"),
+                        cipher=cipher,
+                        durability=self.durability,
+                        segment_size=WAL_SEGMENT_SIZE,
+                    )
+                )
+                # Created (if new) under `recovery`: two first openers must not
+                # both write the initial meta pages.
+                self.pages = stack.enter_context(
+                    contextlib.closing(
+                        PageFile.open(
+                            os.path.join(self.path, PAGES),
+                            cipher=cipher,
+                            page_size=page_size,
+                            sync=durability != "off",
+                        )
+                    )
                 )
                 state_path = os.path.join(self.path, "state")
                 if self.locks.open.try_acquire():
@@ -140,7 +206,10 @@ class Database:
             )
             state = self.state.read()
             self.memtable = Memtable(checkpoint_start(state))
-            self.memtable.catch_up(self.wal, durable_end(state))
+            self._view = PageView(None, -1, self.pages.name)
+            self._floors: Counter[int] = Counter()  # floor -> active transactions here
+            with self._latch:
+                self._catch_up(state, durable_end(state))
             self._stack = stack.pop_all()
         self._closed = False
 
@@ -168,12 +237,11 @@ class Database:
 
     def _recover(self) -> None:
         """No other process has the directory open: rebuild the shared state from the
-        WAL (Open, step 2).  Until checkpoints exist the WAL is read from its start
-        (a zero checkpoint position: a new or rebuilt state file)."""
-        state = self.state.read()
-        if state.checkpoint_segment == 0:
-            state = state._replace(**checkpoint_fields(self.wal.start()))
-        reader = self.wal.read(checkpoint_start(state))
+        page file's checkpoint and the WAL after it (Open, step 2)."""
+        meta = self.pages.read_meta()
+        start = meta_position(meta, self.wal)
+        state = self.state.read()._replace(checkpoint_gen=meta.gen, **checkpoint_fields(start))
+        reader = self.wal.read(start)
         frames = sum(1 for _ in reader)
         end = reader.position
         stopped = reader.stopped
@@ -186,7 +254,12 @@ class Database:
         self.state.reset(
             state._replace(**end_fields(end), **durable_fields(end), epoch=state.epoch + 1)
         )
-        log.info("recovery: %d frames after the checkpoint, last ts %d", frames, end.next_ts - 1)
+        log.info(
+            "recovery: %d frames after the checkpoint at ts %d, last ts %d",
+            frames,
+            start.next_ts - 1,
+            end.next_ts - 1,
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -244,8 +317,9 @@ class Database:
             tx.rollback()
             raise
         else:
-            with translate():
-                tx.commit()
+            if tx.active:  # ended inside the block (tx.commit() / tx.rollback()): done
+                with translate():
+                    tx.commit()
         finally:
             self._current.reset(token)
 
@@ -256,42 +330,99 @@ class Database:
 
     # -- the engine: called by Transaction ----------------------------------------
 
-    def _begin(self) -> tuple[int, tuple[int, int]]:
-        """Pin a snapshot (D1) and bring the memtable up to it."""
+    def _begin(self) -> tuple[int, tuple[int, int], PageView]:
+        """Pin a snapshot (D1); bring the memtable up to it; pick the page view (D5)."""
         self._check_open()
         seen: list[State] = []
 
         def read() -> tuple[int, int]:
             seen.append(self.state.read())
-            return seen[-1].durable_ts, 0
+            return seen[-1].durable_ts, seen[-1].checkpoint_gen
 
         pin = self.registry.pin(read)
-        upto = durable_end(seen[-1])  # the state the pinned ts came from
-        if upto.next_ts > self.memtable.position.next_ts:
-            try:
-                with self._latch:
-                    self.memtable.catch_up(self.wal, upto)
-            except BaseException:
-                self.registry.unpin(pin)
-                raise
-        return pin[0], pin
+        state = seen[-1]  # the state the pinned pair came from
+        try:
+            with self._latch:
+                if durable_end(state).next_ts > self.memtable.position.next_ts:
+                    self._catch_up(state, durable_end(state))
+                view = self._view
+                if view.gen < state.checkpoint_gen or view.ts < self.memtable.gap_ts:
+                    view = self._refresh_view()
+                floors = self._floors
+                floors[view.ts] += 1
+                if view.ts > self.memtable.trimmed_ts and min(floors) > self.memtable.trimmed_ts:
+                    self.memtable.trim(min(floors))
+        except BaseException:
+            self.registry.unpin(pin)
+            raise
+        return pin[0], pin, view
 
-    def _end(self, pin: tuple[int, int]) -> None:
+    def _end(self, pin: tuple[int, int], view: PageView) -> None:
+        with self._latch:
+            floors = self._floors
+            floors[view.ts] -= 1
+            if not floors[view.ts]:
+                del floors[view.ts]
         if not self._closed:
             self.registry.unpin(pin)
 
-    def _read(self, tid: int, key: bytes, snapshot: int) -> bytes | None:
-        value = self.memtable.version(tid, key, snapshot)
-        return None if value is MISSING else value
+    def _catch_up(self, state: State, upto: LogPosition) -> None:
+        """Apply the frames before `upto` (latch held).  Frames a checkpoint has
+        folded and perhaps deleted are skipped: the page file has them (M5)."""
+        memtable = self.memtable
+        memtable.skip_to(checkpoint_start(state))
+        try:
+            memtable.catch_up(self.wal, upto)
+        except CorruptPage:
+            # A checkpoint may have deleted the segment being read since `state`.
+            fresh = checkpoint_start(self.state.read())
+            if fresh.next_ts <= memtable.position.next_ts:
+                raise
+            memtable.skip_to(fresh)
+            memtable.catch_up(self.wal, upto)
+
+    def _refresh_view(self) -> PageView:
+        """The newest checkpoint's trees (latch held).  Any generation at or above
+        a transaction's pinned one may serve it (D5)."""
+        meta = self.pages.read_meta()
+        self._view = PageView(
+            self.pages.snapshot(meta), meta_position(meta, self.wal).next_ts - 1, self.pages.name
+        )
+        return self._view
+
+    def _read(self, tid: int, key: bytes, snapshot: int, view: PageView) -> bytes | None:
+        value = self.memtable.version(tid, key, snapshot, view.ts)
+        if value is MISSING:
+            return view.read(tid, key, snapshot)
+        return value
 
     def _scan(
-        self, tid: int, lo: bytes | None, hi: bytes | None, snapshot: int
+        self, tid: int, lo: bytes | None, hi: bytes | None, snapshot: int, view: PageView
     ) -> Iterator[tuple[bytes, bytes]]:
-        memtable = self.memtable
+        """Live records in [lo, hi) at `snapshot`: the memtable's keys merged with the
+        page tree's, the memtable deciding where it has a version in (floor, S]."""
+        memtable, floor = self.memtable, view.ts
         with self._latch:  # SortedDict is not safe to iterate while another thread applies
-            keys = list(memtable.keys(tid, lo, hi))
-        for key in keys:
-            value = memtable.version(tid, key, snapshot)
+            mine = list(memtable.keys(tid, lo, hi))
+        i, n = 0, len(mine)
+        for key, stored in view.items(tid, lo, hi):
+            while i < n and mine[i] < key:
+                value = memtable.version(tid, mine[i], snapshot, floor)
+                if value is not MISSING and value is not None:
+                    yield mine[i], value
+                i += 1
+            if i < n and mine[i] == key:
+                i += 1
+                value = memtable.version(tid, key, snapshot, floor)
+                if value is not MISSING:
+                    if value is not None:
+                        yield key, value
+                    continue
+            value = visible(decode_chain(stored, view.where), snapshot)
+            if value is not None:
+                yield key, value
+        for key in mine[i:]:
+            value = memtable.version(tid, key, snapshot, floor)
             if value is not MISSING and value is not None:
                 yield key, value
 
@@ -303,7 +434,7 @@ class Database:
             try:
                 state = self.state.read()
                 with self._latch:
-                    self.memtable.catch_up(self.wal, wal_end(state))
+                    self._catch_up(state, wal_end(state))
                     self._validate(tx)
                     writes = [(tid, key, value) for (tid, key), value in tx.writes.items()]
                     state = self.log.append(state, [encode_frame(writes)])
@@ -315,19 +446,69 @@ class Database:
         return state.commit_ts
 
     def _validate(self, tx: Transaction) -> None:
-        """First committer wins; under serializable, reads and ranges too (T3)."""
+        """First committer wins; under serializable, reads and ranges too (T3).
+
+        The memtable holds every version newer than the snapshot unless a skip
+        or a trim passed it (M5); then the newest checkpoint's trees are asked
+        too (the heads of their chains are never pruned)."""
         memtable, snapshot = self.memtable, tx.snapshot
+        view = None
+        if snapshot < max(memtable.gap_ts, memtable.trimmed_ts):
+            view = self._refresh_view()
+
+        def newest(tid: int, key: bytes) -> int:
+            ts = memtable.newest_ts(tid, key)
+            return ts if view is None or ts > snapshot else view.newest_ts(tid, key)
+
         for tid, key in tx.writes:
-            if memtable.newest_ts(tid, key) > snapshot:
+            if newest(tid, key) > snapshot:
                 raise self._conflict(tid, key, "written")
         if tx.serializable:
             for tid, key in tx.reads:
-                if memtable.newest_ts(tid, key) > snapshot:
+                if newest(tid, key) > snapshot:
                     raise self._conflict(tid, key, "read")
             for tid, lo, hi in tx.ranges:
                 changed = memtable.changed_after(tid, snapshot, lo, hi)
+                if changed is None and view is not None:
+                    changed = next(
+                        (
+                            k
+                            for k, c in view.items(tid, lo, hi)
+                            if head_ts(c, view.where) > snapshot
+                        ),
+                        None,
+                    )
                 if changed is not None:
                     raise self._conflict(tid, changed, "scanned")
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def checkpoint(self) -> CheckpointResult:
+        """Fold the durable WAL into the page file now (mvcc/checkpoint.py); waits
+        for a checkpoint another process is running, then runs its own."""
+        self._check_open()
+        with translate():
+            result = run_checkpoint(self, wait=True)
+        assert result is not None  # wait=True
+        return result
+
+    def _publish_checkpoint(self, gen: int, start: LogPosition) -> None:
+        """Publish a checkpoint in the shared state (checkpoint lock held; D4)."""
+        with self.locks.commit.hold(self.lock_timeout):
+            self.state.write(self.state.read(), checkpoint_gen=gen, **checkpoint_fields(start))
+
+    def _after_commit(self) -> None:
+        """Checkpoint inline when the WAL since the last one is past the threshold
+        (the soft one with autovacuum, else the hard one) and no one else is
+        checkpointing.  The commit is already durable: a failure here is logged,
+        never raised (the next commit tries again)."""
+        state = self.state.read()
+        if not checkpoint_due(state, self.wal.segment_size, hard=not self.autovacuum):
+            return
+        try:
+            run_checkpoint(self, wait=False)
+        except Exception:
+            log.warning("inline checkpoint failed; the WAL keeps the commits", exc_info=True)
 
     def _conflict(self, tid: int, key: bytes, how: str) -> ConflictError:
         table = self._names.get(tid, f"table id {tid}")

@@ -21,10 +21,22 @@ Invariants
      this process may read it.
 (M4) A frame that does not decode is corruption, never skipped: the log
      passed its checksum, so a bad payload is a bug or tampering.
+(M5) Completeness: every version with ts > `gap_ts` and ts < position.next_ts
+     is here, except those `trim` dropped (ts <= `trimmed_ts`).  A reader
+     whose checkpoint floor F satisfies F >= max(gap_ts, trimmed_ts) finds
+     here every version in (F, S] it needs.
 
-Reads at snapshot S (`version`): the first chain entry with ts <= S.  The
-answer MISSING means "no version after base at or before S": the caller looks
-in the page tree of the last checkpoint.
+Reads at snapshot S with floor F (`version`): the first chain entry with
+ts <= S, if its ts > F.  The answer MISSING means "no version in (F, S]":
+the caller reads the page tree of the checkpoint whose ts is F, which holds
+the newest version at or below F.
+
+Skipping and trimming.  A checkpoint folds frames into the page file and then
+deletes the WAL segments it covered, so a process that fell behind cannot
+read them: `skip_to` moves its position to the checkpoint's and records the
+gap.  `trim(F)` drops versions at or below F once no transaction of this
+process reads with a lower floor, which bounds the memtable by the WAL since
+the last checkpoint.
 """
 
 from __future__ import annotations
@@ -94,11 +106,45 @@ class Memtable:
         self.base = base
         self.position = base
         self.tables: dict[int, SortedDict] = {}
+        self.gap_ts = base.next_ts - 1  # M5: versions at or below it may be missing
+        self.trimmed_ts = 0
+        self.versions = 0
+
+    def skip_to(self, checkpoint: LogPosition) -> None:
+        """Continue from `checkpoint` (a page file holds everything before it)
+        when this memtable is behind it (M5)."""
+        if checkpoint.next_ts > self.position.next_ts:
+            self.position = checkpoint
+            self.gap_ts = checkpoint.next_ts - 1
+
+    def trim(self, floor: int) -> int:
+        """Drop every version at or below `floor`; return how many (M5)."""
+        if floor <= self.trimmed_ts:
+            return 0
+        dropped = 0
+        for table in self.tables.values():
+            doomed = []
+            for key, chain in table.items():
+                if chain[-1][0] > floor:
+                    continue
+                keep = [v for v in chain if v[0] > floor]
+                dropped += len(chain) - len(keep)
+                if keep:
+                    table[key] = keep  # a new list: a reader may be walking the old one
+                else:
+                    doomed.append(key)
+            for key in doomed:
+                del table[key]
+        self.trimmed_ts = floor
+        self.versions -= dropped
+        return dropped
 
     def apply(self, ts: int, writes: Iterable[Write]) -> None:
         """Apply the frame with commit ts `ts` (M1, M2)."""
         tables = self.tables
+        n = 0
         for tid, key, value in writes:
+            n += 1
             table = tables.get(tid)
             if table is None:
                 table = tables[tid] = SortedDict()
@@ -107,6 +153,7 @@ class Memtable:
                 table[key] = [(ts, value)]
             else:
                 chain.insert(0, (ts, value))
+        self.versions += n
 
     def catch_up(self, wal: WAL, upto: LogPosition) -> int:
         """Apply every frame before `upto` not applied yet; return how many.
@@ -135,8 +182,8 @@ class Memtable:
 
     # -- reads -------------------------------------------------------------------------
 
-    def version(self, tid: int, key: bytes, snapshot: int) -> bytes | Any | None:
-        """The value of the newest version with ts <= snapshot, or MISSING."""
+    def version(self, tid: int, key: bytes, snapshot: int, floor: int = 0) -> bytes | Any | None:
+        """The value of the newest version with floor < ts <= snapshot, or MISSING."""
         table = self.tables.get(tid)
         if table is None:
             return MISSING
@@ -145,7 +192,7 @@ class Memtable:
             return MISSING
         for ts, value in chain:
             if ts <= snapshot:
-                return value
+                return value if ts > floor else MISSING
         return MISSING
 
     def newest_ts(self, tid: int, key: bytes) -> int:

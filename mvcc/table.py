@@ -95,7 +95,7 @@ class Table:
         if self.schema is not None:
             self.schema.validate(doc)
         try:
-            return pack_doc(doc)
+            return pack_doc(doc, compress=self.db.compress)
         except EncodeError as exc:
             raise ValidationError(f"{self.name}: {exc}", field=exc.field or "") from exc
 

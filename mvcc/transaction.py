@@ -50,7 +50,7 @@ class Transaction:
         self.readonly = readonly
         self.serializable = isolation == "serializable"
         self.state = TxState.ACTIVE
-        self.snapshot, self._pin = db._begin()
+        self.snapshot, self._pin, self._view = db._begin()
         self.writes: dict[tuple[int, bytes], bytes | None] = {}
         self.reads: set[tuple[int, bytes]] = set()
         self.ranges: list[tuple[int, bytes | None, bytes | None]] = []
@@ -81,6 +81,8 @@ class Transaction:
             ok = True
         finally:
             self._end(TxState.COMMITTED if ok else TxState.ROLLED_BACK)
+        if self.commit_ts is not None:
+            self.db._after_commit()
 
     def rollback(self) -> None:
         if self.state is TxState.ACTIVE:
@@ -90,7 +92,7 @@ class Transaction:
         """Leave ACTIVE and release the snapshot."""
         self.state = state
         self.writes = {}
-        self.db._end(self._pin)
+        self.db._end(self._pin, self._view)
 
     # -- savepoints (T4) -----------------------------------------------------
 
@@ -118,7 +120,7 @@ class Transaction:
             return value  # type: ignore[no-any-return]
         if self.serializable:
             self.reads.add((tid, key))
-        return self.db._read(tid, key, self.snapshot)
+        return self.db._read(tid, key, self.snapshot, self._view)
 
     def scan(
         self, tid: int, lo: bytes | None = None, hi: bytes | None = None
@@ -132,7 +134,7 @@ class Transaction:
             for (t, key), value in self.writes.items()
             if t == tid and (lo is None or key >= lo) and (hi is None or key < hi)
         )
-        theirs = self.db._scan(tid, lo, hi, self.snapshot)
+        theirs = self.db._scan(tid, lo, hi, self.snapshot, self._view)
         i = 0
         for key, value in theirs:
             while i < len(mine) and mine[i][0] < key:

@@ -117,9 +117,35 @@ def test_closed_and_bad_options(tmp_path: Path) -> None:
     with pytest.raises(mvcc.ValidationError) as info:
         mvcc.open(tmp_path, durability="sometimes")
     assert info.value.field == "durability"
-    with pytest.raises(mvcc.ValidationError) as info:
-        mvcc.open(tmp_path, lock_timeout=-1)
-    assert info.value.field == "lock_timeout"
+    bad = {
+        "durability": "sometimes",
+        "lock_timeout": -1,
+        "autovacuum": "yes",
+        "page_size": 1000,
+        "compression": "lz4",
+    }
+    for option, value in bad.items():
+        with pytest.raises(mvcc.ValidationError) as info:
+            mvcc.open(tmp_path / "new", **{option: value})
+        assert info.value.field == option and option in str(info.value)
+    assert not (tmp_path / "new").exists()  # checked before anything is written
+    with pytest.raises(TypeError):
+        mvcc.open(tmp_path, no_such_option=1)
+    with pytest.raises(mvcc.ClosedError):
+        db.checkpoint()
+
+
+def test_page_size_and_compression_options(tmp_path: Path) -> None:
+    text = "compressible " * 200
+    with mvcc.open(tmp_path, page_size=8192, compression="zlib") as db:
+        db.table("t").put(1, {"text": text})
+        assert db.pages.page_size == 8192
+        db.checkpoint()
+    assert (tmp_path / "pages").stat().st_size % 8192 == 0
+    assert text.encode()[:200] not in (tmp_path / "pages").read_bytes()  # stored deflated
+    with mvcc.open(tmp_path) as db:  # the page size is the file's, whatever is asked
+        assert db.pages.page_size == 8192
+        assert db.table("t").get(1)["text"] == text
 
 
 def test_encrypted_directory_needs_the_right_passphrase(tmp_path: Path) -> None:

@@ -1,0 +1,227 @@
+"""Checkpoint: fold the WAL's durable frames into the page file's version trees.
+
+Any process may checkpoint (`db.checkpoint()`, or inline after a commit that
+leaves the WAL past `CHECKPOINT_FRAMES` frames or `CHECKPOINT_BYTES` bytes
+since the last checkpoint); the checkpoint lock makes it one at a time.
+Commits go on meanwhile: the commit lock is taken only to publish the result.
+
+Algorithm (`checkpoint`, checkpoint lock held)
+    1. start  = the WAL position the page file's newest meta names (K1);
+       target = the durable end the shared state publishes (K2).
+    2. If target is not past start, only make sure the state publishes the
+       page file's checkpoint (a checkpointer may have died between 6 and 7).
+    3. horizon (ts, gen) = the registry's: the oldest pin of any live process.
+    4. Read the frames in [start, target) and group their writes by table and
+       key, newest first.
+    5. Sync the WAL up to target (force: under durability "normal" too), so
+       the log is whole up to the point the page file will claim.
+    6. One page-file write: for each touched key, the new versions followed by
+       the chain stored so far, pruned at the horizon ts (versions.py V2);
+       an empty chain deletes the key.  The meta's user bytes name target.
+       Commit (pagefile.py P2: pages, sync, meta, sync), reusing only pages
+       freed at or before the horizon gen.
+    7. Under the commit lock, publish checkpoint gen, ts and position.
+    8. Delete the WAL segments wholly before target's segment.
+
+Invariants
+(K1) The page file's newest meta names the WAL position its trees include
+     (every frame before it, and none after).  Recovery replays the WAL from
+     there, so a crash anywhere loses nothing: before 6 commits the old meta
+     and the WAL still agree; after it the new meta does, and the segments 8
+     deletes are covered by it.
+(K2) Only durable frames are folded, so the page file never holds a commit
+     that a crash could take back.
+(K3) A key's stored chain holds, after the fold, everything a snapshot at or
+     above the horizon can see of it up to target's ts (versions.py V2).
+(K4) A generation's pages are not reused while a process holds a pin with
+     that generation (the horizon gen bounds `PageFile.begin`), so a reader
+     keeps its tree for as long as its transaction lasts.
+
+Where to start when the page file has no checkpoint yet: the WAL's first
+segment (nothing was ever deleted, by K1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from locking.statefile import State
+from storage.errors import CorruptPage
+from storage.pagefile import Meta, PageFile
+from storage.wal import WAL, LogPosition
+
+from .commitlog import durable_end
+from .memtable import decode_frame
+from .versions import Chain, decode_chain, encode_chain, prune, tree_name
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = [
+    "CHECKPOINT_BYTES",
+    "CHECKPOINT_FRAMES",
+    "HARD_FACTOR",
+    "CheckpointResult",
+    "checkpoint",
+    "due",
+    "meta_position",
+    "wal_bytes_after",
+]
+
+log = logging.getLogger("mvcc")
+
+CHECKPOINT_FRAMES: Final = 20_000
+"""After a commit that leaves this many frames after the checkpoint, the
+committer checkpoints inline (when no one else is).  Bounds every process's
+memtable and the replay at recovery."""
+
+CHECKPOINT_BYTES: Final = 32 * 1024 * 1024
+"""The same, in WAL bytes past the checkpoint position (bulk loads)."""
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    gen: int  # the page-file generation written (the old one if nothing was new)
+    ts: int  # every commit at or before it is in the page file
+    frames: int  # frames folded
+    keys: int  # records rewritten
+    pruned: int  # versions dropped by pruning
+    segments_deleted: int
+    seconds: float
+
+
+def meta_position(meta: Meta, wal: WAL) -> LogPosition:
+    """The WAL position a page-file meta names (K1)."""
+    if not meta.user:
+        return wal.start()
+    return LogPosition.unpack(meta.user)
+
+
+HARD_FACTOR: Final = 4
+"""Without autovacuum, committers checkpoint only at this multiple of the thresholds."""
+
+
+def wal_bytes_after(state: State, segment_size: int) -> int:
+    """WAL bytes between the checkpoint position and the end (segments between
+    the two count as full)."""
+    return (
+        (state.wal_segment - state.checkpoint_segment) * segment_size
+        + state.wal_offset
+        - state.checkpoint_offset
+    )
+
+
+def due(state: State, segment_size: int, *, hard: bool = False) -> bool:
+    """Whether a committer should checkpoint inline (the soft thresholds, or with
+    `hard` the hard ones)."""
+    factor = HARD_FACTOR if hard else 1
+    return (
+        state.commit_ts - state.checkpoint_ts >= CHECKPOINT_FRAMES * factor
+        or wal_bytes_after(state, segment_size) >= CHECKPOINT_BYTES * factor
+    )
+
+
+def _gather(
+    wal: WAL, start: LogPosition, target: LogPosition
+) -> tuple[dict[int, dict[bytes, Chain]], int]:
+    """Step 4: table id -> key -> the new versions, newest first."""
+    changes: dict[int, dict[bytes, Chain]] = {}
+    reader = wal.read(start, upto=target)
+    frames = 0
+    for frame in reader:
+        frames += 1
+        for tid, key, value in decode_frame(frame.payload, f"WAL frame {frame.ts}"):
+            changes.setdefault(tid, {}).setdefault(key, []).insert(0, (frame.ts, value))
+    if reader.position.next_ts != target.next_ts:
+        raise CorruptPage(
+            f"the log ends at ts {reader.position.next_ts - 1} ({reader.stopped}) "
+            f"but ts {target.next_ts - 1} is durable",
+            file=wal.directory,
+        )
+    return changes, frames
+
+
+def _fold(
+    pages: PageFile,
+    changes: dict[int, dict[bytes, Chain]],
+    horizon: tuple[int, int],
+    target: LogPosition,
+) -> tuple[Meta, int, int]:
+    """Step 6: one page-file write; return its meta, keys rewritten, versions pruned."""
+    keys = pruned = 0
+    txn = pages.begin(horizon=horizon[1])
+    try:
+        for tid in sorted(changes):
+            tree = txn.tree(tree_name(tid), create=True)
+            assert tree is not None  # create=True
+            where = pages.name
+            for key in sorted(changes[tid]):
+                chain = changes[tid][key]
+                stored = tree.get(key)
+                if stored is not None:
+                    chain = chain + decode_chain(stored, where)
+                kept = prune(chain, horizon[0])
+                pruned += len(chain) - len(kept)
+                keys += 1
+                if kept:
+                    tree.put(key, encode_chain(kept))
+                elif stored is not None:
+                    tree.delete(key)
+        txn.user_meta = target.pack()
+        meta = txn.commit()
+    except BaseException:
+        txn.abort()
+        raise
+    return meta, keys, pruned
+
+
+def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:
+    """Run steps 1-8 now, in this process; the caller holds no lock of the directory.
+    With `wait` false, return None at once if another checkpoint is running."""
+    began = time.perf_counter()
+    lock = db.locks.checkpoint
+    if wait:
+        lock.acquire(db.lock_timeout)
+    elif not lock.try_acquire():
+        return None
+    try:
+        pages, wal = db.pages, db.wal
+        meta = pages.read_meta()
+        start = meta_position(meta, wal)
+        state = db.state.read()
+        target = durable_end(state)
+        frames = keys = pruned = 0
+        if target.next_ts > start.next_ts:
+            horizon = db.registry.horizon((state.durable_ts, meta.gen))
+            changes, frames = _gather(wal, start, target)
+            wal.sync(target, force=True)
+            meta, keys, pruned = _fold(pages, changes, horizon, target)
+            start = target
+        if state.checkpoint_gen != meta.gen or state.checkpoint_ts != start.next_ts - 1:
+            db._publish_checkpoint(meta.gen, start)
+        deleted = wal.delete_before(start.segment)
+    finally:
+        lock.release()
+    result = CheckpointResult(
+        gen=meta.gen,
+        ts=start.next_ts - 1,
+        frames=frames,
+        keys=keys,
+        pruned=pruned,
+        segments_deleted=len(deleted),
+        seconds=time.perf_counter() - began,
+    )
+    if frames:
+        log.info(
+            "checkpoint: %d frames, %d records, %d versions pruned, gen %d, ts %d, %.1f ms",
+            frames,
+            keys,
+            pruned,
+            meta.gen,
+            result.ts,
+            result.seconds * 1e3,
+        )
+    return result

@@ -1,0 +1,153 @@
+"""Version chains in the page file, and the read view of one checkpoint.
+
+A table's records live in the page-file tree ``tree_name(table id)``, keyed by
+the encoded primary key.  Each value is the key's version chain: the versions
+the last checkpoints folded in (and pruning kept), newest first.
+
+Chain encoding (docs/format.md "Version chains"): one msgpack array
+``[ts1, doc1, ts2, doc2, ...]``, ts descending, each doc the packed document
+(bin) or nil for a tombstone.  Flat rather than nested: one array header per
+record instead of one per version.
+
+Invariants
+(V1) A chain is non-empty, its ts strictly decrease, and it never ends in a
+     tombstone at or below the horizon it was pruned with (that tombstone and
+     "no record" read the same to every snapshot at or above the horizon).
+(V2) `prune(chain, h)` keeps every version newer than h and the newest one at
+     or below h: exactly what snapshots S >= h can see (the newest version with
+     ts <= S).  Nothing a live snapshot can read is dropped, since the horizon
+     is at or below every live snapshot (locking/registry.py R3).
+(V3) A chain that does not decode is a CorruptionError naming the tree and
+     key's page file, never read as data.
+
+`PageView` is one process's handle on one checkpoint generation: the page
+file's `Snapshot` plus a cache of opened trees.  A transaction keeps the view
+it began with, so a checkpoint that lands meanwhile changes nothing it reads
+(the pages of its generation are not reused while it is pinned: the
+registry's gen and `PageFile.begin(horizon=)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from storage.btree import BTree
+from storage.codec import pack, unpack
+from storage.errors import CorruptPage
+from storage.pagefile import Snapshot
+
+__all__ = [
+    "Chain",
+    "PageView",
+    "decode_chain",
+    "encode_chain",
+    "head_ts",
+    "prune",
+    "tree_name",
+    "visible",
+]
+
+Chain = list[tuple[int, bytes | None]]
+
+
+def tree_name(tid: int) -> bytes:
+    """The page-file tree of table id `tid`."""
+    return b"t" + tid.to_bytes(8, "big")
+
+
+def encode_chain(chain: Chain) -> bytes:
+    flat: list[Any] = []
+    for ts, value in chain:
+        flat.append(ts)
+        flat.append(value)
+    return pack(flat)
+
+
+def decode_chain(data: bytes, where: str) -> Chain:
+    """The chain stored in `data`; CorruptPage naming `where` if it is not one (V3)."""
+    try:
+        flat = unpack(data)
+        if type(flat) is not list or not flat or len(flat) % 2:
+            raise ValueError("not a flat list of (ts, value) pairs")
+        chain: Chain = []
+        last = None
+        for i in range(0, len(flat), 2):
+            ts, value = flat[i], flat[i + 1]
+            if type(ts) is not int or (last is not None and ts >= last):
+                raise ValueError(f"ts {ts!r} out of order")
+            if value is not None and type(value) is not bytes:
+                raise ValueError("a version is neither a document nor a tombstone")
+            chain.append((ts, value))
+            last = ts
+        return chain
+    except (ValueError, TypeError) as exc:
+        raise CorruptPage(f"a version chain does not decode: {exc}", file=where) from exc
+
+
+def head_ts(data: bytes, where: str) -> int:
+    """The ts of the newest version in an encoded chain."""
+    return decode_chain(data, where)[0][0]
+
+
+def visible(chain: Chain, snapshot: int) -> bytes | None:
+    """The document snapshot `snapshot` sees in `chain` (None: no record)."""
+    for ts, value in chain:
+        if ts <= snapshot:
+            return value
+    return None
+
+
+def prune(chain: Chain, horizon: int) -> Chain:
+    """The versions some snapshot at or above `horizon` can see (V1, V2)."""
+    for i, (ts, value) in enumerate(chain):
+        if ts <= horizon:
+            return chain[:i] if value is None else chain[: i + 1]
+    return chain
+
+
+class PageView:
+    """The trees of one checkpoint generation, as one process reads them.
+
+    `ts` is the checkpoint's ts: the trees hold every version committed at or
+    before it that pruning kept, and nothing newer.
+    """
+
+    __slots__ = ("_trees", "gen", "snapshot", "ts", "where")
+
+    def __init__(self, snapshot: Snapshot | None, ts: int, where: str) -> None:
+        self.snapshot = snapshot
+        self.gen = 0 if snapshot is None else snapshot.gen
+        self.ts = ts
+        self.where = where
+        self._trees: dict[int, BTree | None] = {}
+
+    def tree(self, tid: int) -> BTree | None:
+        try:
+            return self._trees[tid]
+        except KeyError:
+            tree = None if self.snapshot is None else self.snapshot.tree(tree_name(tid))
+            self._trees[tid] = tree
+            return tree
+
+    def chain(self, tid: int, key: bytes) -> Chain | None:
+        tree = self.tree(tid)
+        if tree is None:
+            return None
+        data = tree.get(key)
+        return None if data is None else decode_chain(data, self.where)
+
+    def read(self, tid: int, key: bytes, snapshot: int) -> bytes | None:
+        chain = self.chain(tid, key)
+        return None if chain is None else visible(chain, snapshot)
+
+    def newest_ts(self, tid: int, key: bytes) -> int:
+        chain = self.chain(tid, key)
+        return 0 if chain is None else chain[0][0]
+
+    def items(self, tid: int, lo: bytes | None, hi: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, encoded chain) in [lo, hi), in key order."""
+        tree = self.tree(tid)
+        if tree is None:
+            return iter(())
+        return tree.cursor(lo, hi)
