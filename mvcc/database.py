@@ -45,12 +45,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
+import random
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 from locking.errors import StateError
 from locking.filelock import LockSet
@@ -91,6 +94,9 @@ log = logging.getLogger("mvcc")
 DURABILITIES = ("full", "normal", "off")
 COMPRESSIONS = (None, "zlib")
 KEY_FILE = "key"
+RETRY_BASE = 0.001  # transactional(): first backoff bound, seconds; doubles per retry
+RETRY_CAP = 0.1  # and never exceeds this
+R = TypeVar("R")
 PAGES = "pages"
 WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE  # module-level so tests can make segments small
 
@@ -322,6 +328,56 @@ class Database:
                     tx.commit()
         finally:
             self._current.reset(token)
+
+    def transactional(
+        self,
+        fn: Callable[..., R] | None = None,
+        *,
+        retries: int = 10,
+        isolation: str = "snapshot",
+        readonly: bool = False,
+    ) -> Any:
+        """Decorator: run the function in a transaction, again on ConflictError.
+
+        `@db.transactional` or `@db.transactional(retries=N)`.  Only
+        ConflictError is retried (up to `retries` more runs, with full-jitter
+        exponential backoff from RETRY_BASE up to RETRY_CAP seconds); any other
+        error, or the last conflict, propagates.  Returns the function's value.
+        Called inside an active transaction it joins it (as a savepoint) and
+        does not retry: only the outer transaction can be re-run.
+        """
+        if type(retries) is not int or retries < 0:
+            raise ValidationError(
+                f"retries must be a non-negative int, not {retries!r}", field="retries"
+            )
+
+        def decorate(func: Callable[..., R]) -> Callable[..., R]:
+            @functools.wraps(func)
+            def run(*args: Any, **kwargs: Any) -> R:
+                if self.current() is not None:
+                    with self.transaction(isolation=isolation, readonly=readonly):
+                        return func(*args, **kwargs)
+                for attempt in range(retries + 1):
+                    try:
+                        with self.transaction(isolation=isolation, readonly=readonly):
+                            return func(*args, **kwargs)
+                    except ConflictError as exc:
+                        if attempt == retries:
+                            raise
+                        delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
+                        log.debug(
+                            "retry %d of %s in %.1f ms: %s",
+                            attempt + 1,
+                            func.__qualname__,
+                            delay * 1e3,
+                            exc,
+                        )
+                        time.sleep(delay)
+                raise AssertionError("unreachable: the loop returns or raises")
+
+            return run
+
+        return decorate if fn is None else decorate(fn)
 
     def current(self) -> Transaction | None:
         """The active transaction of this context (thread, task), if any."""

@@ -162,19 +162,18 @@ def test_encrypted_directory_needs_the_right_passphrase(tmp_path: Path) -> None:
 
 
 def _incrementer(path: str, worker: int, rounds: int, conn: Any) -> None:
-    acknowledged = 0
+    acknowledged = [0] * 10
     with mvcc.open(path) as db:
         counters = db.table("counters")
+
+        @db.transactional(retries=1000)
+        def bump(key: int) -> int:
+            return counters.update(key, lambda d: {**d, "n": d["n"] + 1})
+
         for i in range(rounds):
-            key = (worker + i) % 3
-            while True:
-                try:
-                    with db.transaction():
-                        counters.update(key, lambda d: {**d, "n": d["n"] + 1})
-                    break
-                except mvcc.ConflictError:
-                    continue
-            acknowledged += 1
+            key = (worker * 7 + i) % 10
+            assert bump(key) == 1
+            acknowledged[key] += 1
     conn.send(acknowledged)
 
 
@@ -182,20 +181,64 @@ def test_processes_incrementing_shared_counters_lose_no_update(
     tmp_path: Path, procs: Callable[..., Any]
 ) -> None:
     with mvcc.open(tmp_path) as db:
-        for k in range(3):
+        for k in range(10):
             db.table("counters").put(k, {"n": 0})
-    workers, rounds = 4, 30
+    workers, rounds = 4, 40
     pipes = [multiprocessing.get_context("spawn").Pipe() for _ in range(workers)]
     for w, (_, child) in enumerate(pipes):
         procs(_incrementer, str(tmp_path), w, rounds, child)
-    acked = 0
+    acked = [0] * 10
     for parent, _ in pipes:
         assert parent.poll(90), "a worker sent nothing"
-        acked += parent.recv()
+        acked = [a + b for a, b in zip(acked, parent.recv())]
     with mvcc.open(tmp_path) as db:
-        total = sum(doc["n"] for doc in db.table("counters"))
-    assert acked == workers * rounds
-    assert total == acked
+        final = [db.table("counters").get(k)["n"] for k in range(10)]
+    assert sum(acked) == workers * rounds
+    assert final == acked
+
+
+def test_transactional_retries_conflicts_only_and_returns_the_value(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as a, mvcc.open(tmp_path) as b:
+        ta, tb = a.table("t"), b.table("t")
+        ta.put(1, {"n": 0})
+        runs: list[int] = []
+
+        @a.transactional(retries=3)
+        def bump() -> int:
+            n = ta.get(1)["n"]
+            runs.append(n)
+            if len(runs) == 1:
+                tb.put(1, {"n": 100})  # another writer commits after our snapshot
+            ta.put(1, {"n": n + 1})
+            return n + 1
+
+        assert bump() == 101 and runs == [0, 100]  # re-run once, on a fresh snapshot
+
+        @a.transactional(retries=2)
+        def always_loses() -> None:
+            ta.put(1, {"n": -1})
+            tb.put(1, {"n": len(runs)})
+            runs.append(0)
+
+        runs.clear()
+        with pytest.raises(mvcc.ConflictError):
+            always_loses()
+        assert len(runs) == 3  # the first run and two retries
+
+        @a.transactional
+        def fails() -> None:
+            runs.append(0)
+            raise KeyError("not retried")
+
+        runs.clear()
+        with pytest.raises(KeyError):
+            fails()
+        assert len(runs) == 1 and ta.get(1)["n"] == 2
+        with a.transaction():  # inside a transaction it joins it, no retry
+            assert bump() == 3
+        with pytest.raises(mvcc.ValidationError) as info:
+            a.transactional(retries=-1)
+        assert info.value.field == "retries"
 
 
 def test_reopen_after_a_torn_wal_tail_keeps_every_commit(
