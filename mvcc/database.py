@@ -33,6 +33,13 @@ Invariants
      during COMMIT does in PostgreSQL.
 (D4) Every state change of the shared state file is made under the commit
      lock (statefile S2) or, at recovery, with `open` exclusive.
+(D6) Fork: a Database opened before `os.fork()` keeps working in the child.
+     The child holds none of the parent's locks, its WAL object refuses work
+     and its id blocks are the parent's, so on first use the child closes its
+     copies and opens the directory afresh (`incarnation` + 1): it never
+     unlocks, writes through or hands out ids from what is the parent's.
+     Transactions begun before the fork are the parent's; in the child they
+     raise ClosedError.
 (D5) A transaction pinned at (S, G) reads the trees of a checkpoint
      generation >= G (never reused while G is pinned: checkpoint.py K4),
      whose ts F is its floor, and the memtable's versions in (F, S]
@@ -55,6 +62,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
+from locking import forksafe
 from locking.errors import StateError
 from locking.filelock import LockSet
 from locking.registry import Registry
@@ -162,12 +170,22 @@ class Database:
         self._current: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
             f"mvcc-tx-{id(self)}", default=None
         )
+        self.incarnation = 0  # bumped when a forked child reopens (D6)
+        self._forked = False
+        self._page_size = page_size
+        self._page_cipher: PageCipher | None = None
+        self._open(lambda: self._cipher(passphrase, key))
+        forksafe.register(self)
+
+    def _open(self, cipher_source: Callable[[], PageCipher | None]) -> None:
+        """Open every file and lock of the directory (Open, steps 1-4)."""
+        lock_timeout, durability, page_size = self.lock_timeout, self.durability, self._page_size
         with contextlib.ExitStack() as stack, translate():
             os.makedirs(self.path, exist_ok=True)
             self.locks = stack.enter_context(LockSet(self.path, timeout=lock_timeout))
             self.locks.recovery.acquire(lock_timeout)
             try:
-                cipher = self._cipher(passphrase, key)
+                cipher = self._page_cipher = cipher_source()
                 self.wal = stack.enter_context(
                     WAL(
                         os.path.join(self.path, "wal"),
@@ -217,7 +235,26 @@ class Database:
             with self._latch:
                 self._catch_up(state, durable_end(state))
             self._stack = stack.pop_all()
+        self._pid = os.getpid()
         self._closed = False
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (locking/forksafe.py): only note it.  The objects this
+        one uses re-arm in their own hooks, in no set order, so the reopen waits
+        for this database's next use (`_check_open`, D6)."""
+        self._forked = True
+        self._latch = threading.RLock()  # another thread may have held it at the fork
+
+    def _reopen_in_child(self) -> None:
+        """D6: drop the parent's files (their descriptions are the parent's) and open
+        the directory again as a process of its own."""
+        self._forked = False
+        with contextlib.suppress(Exception):
+            self._stack.close()
+        self._closed = True
+        self.incarnation += 1
+        self._current = contextvars.ContextVar(f"mvcc-tx-{id(self)}-{os.getpid()}", default=None)
+        self._open(lambda: self._page_cipher)
 
     # -- open, recovery, close -------------------------------------------------
 
@@ -268,6 +305,8 @@ class Database:
         )
 
     def _check_open(self) -> None:
+        if self._forked and not self._closed:
+            self._reopen_in_child()
         if self._closed:
             raise ClosedError(f"the database {self.path} is closed")
 
@@ -381,6 +420,8 @@ class Database:
 
     def current(self) -> Transaction | None:
         """The active transaction of this context (thread, task), if any."""
+        if self._forked:
+            self._check_open()
         tx = self._current.get()
         return tx if tx is not None and tx.active else None
 

@@ -51,6 +51,7 @@ class Transaction:
         self.serializable = isolation == "serializable"
         self.state = TxState.ACTIVE
         self.snapshot, self._pin, self._view = db._begin()
+        self._incarnation = db.incarnation
         self.writes: dict[tuple[int, bytes], bytes | None] = {}
         self.reads: set[tuple[int, bytes]] = set()
         self.ranges: list[tuple[int, bytes | None, bytes | None]] = []
@@ -67,6 +68,9 @@ class Transaction:
         if self.state is not TxState.ACTIVE:
             raise ClosedError(f"the transaction is {self.state.value}")
         self.db._check_open()
+        if self._incarnation != self.db.incarnation:
+            self.state = TxState.ROLLED_BACK  # its pin and files were the parent's (D6)
+            raise ClosedError("this transaction was begun before os.fork(), by the parent")
 
     def commit(self) -> None:
         """Validate and append the write set (Database._commit); a no-op once committed.
