@@ -403,6 +403,7 @@ class Database:
                     except ConflictError as exc:
                         if attempt == retries:
                             raise
+                        self._await_winner(exc)
                         delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
                         log.debug(
                             "retry %d of %s in %.1f ms: %s",
@@ -532,7 +533,13 @@ class Database:
                 state = self.state.read()
                 with self._latch:
                     self._catch_up(state, wal_end(state))
-                    self._validate(tx)
+                    try:
+                        self._validate(tx)
+                    except ConflictError as exc:
+                        # The winner may not be durable yet; a retry at once would
+                        # take a snapshot without it and lose again (_await_winner).
+                        exc.winner_ts = state.commit_ts
+                        raise
                     writes = [(tid, key, value) for (tid, key), value in tx.writes.items()]
                     state = self.log.append(state, [encode_frame(writes)])
                     self.memtable.apply(state.commit_ts, writes)
@@ -541,6 +548,15 @@ class Database:
                 commit_lock.release()
             self.log.wait_durable(state.commit_ts)
         return state.commit_ts
+
+    def _await_winner(self, exc: ConflictError) -> None:
+        """Before a retry: wait until the commits a conflict lost to are durable,
+        so the next snapshot includes them (a snapshot is the durable ts, D1).
+        Waiting through group commit may make this process the one that syncs."""
+        ts = exc.winner_ts
+        if ts > self.state.read().durable_ts:
+            with translate():
+                self.log.wait_durable(ts)
 
     def _validate(self, tx: Transaction) -> None:
         """First committer wins; under serializable, reads and ranges too (T3).
@@ -644,10 +660,11 @@ class Database:
                     }
                     tx.write(CATALOG, key, pack_doc(spec))
                     return self._table_from_row(name, spec)
-            except ConflictError:
+            except ConflictError as exc:
                 if self.current() is not None:
                     raise
                 # another process created it at the same moment: read theirs
+                self._await_winner(exc)
         raise ConflictError(f"table {name!r} kept changing while being opened", table=name)
 
     def _table_from_row(self, name: str, row: dict[str, Any]) -> Table:

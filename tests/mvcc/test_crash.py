@@ -26,6 +26,7 @@ import os
 import random
 import signal
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def _fork_server(path: str, rounds: int, seed: int, conn: Any) -> None:
             if pid == 0:
                 try:
                     _writer(path, ack_path, mode, seed * 1000 + r * 2 + c)
+                except BaseException:
+                    with open(ack_path + ".error", "w") as f:
+                        f.write(traceback.format_exc())
                 finally:
                     os._exit(3)
             children.append((pid, ack_path))
@@ -148,7 +152,11 @@ def _fork_server(path: str, rounds: int, seed: int, conn: Any) -> None:
                 kills += 1
                 modes[mode] = modes.get(mode, 0) + 1
             elif os.waitstatus_to_exitcode(status) != 0:
-                conn.send(("error", f"round {r}: a {mode} writer exited with {status}"))
+                why = ""
+                if os.path.exists(ack_path + ".error"):
+                    with open(ack_path + ".error") as f:
+                        why = f.read()
+                conn.send(("error", f"round {r}: a {mode} writer exited with {status}: {why}"))
                 return
             if os.path.exists(ack_path):
                 with open(ack_path) as f:
