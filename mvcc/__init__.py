@@ -8,12 +8,16 @@ remaining open options, retries; the query builder comes with issue 6.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import errors
 from .database import Database
 from .errors import *  # noqa: F403  (the public hierarchy is part of the top-level API)
 from .table import Table
+
+# Silent by default, as a library should be: the application configures logging.
+logging.getLogger("mvcc").addHandler(logging.NullHandler())
 
 __all__ = ["Database", "Table", "open", *(name for name in errors.__all__ if name != "translate")]
 

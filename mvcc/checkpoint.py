@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("mvcc")
+SLOW_WAIT: Final = 0.1  # a lock wait this long is logged
 
 CHECKPOINT_FRAMES: Final = 20_000
 """After a commit that leaves this many frames after the checkpoint, the
@@ -185,6 +186,10 @@ def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:
     lock = db.locks.checkpoint
     if wait:
         lock.acquire(db.lock_timeout)
+        if time.perf_counter() - began >= SLOW_WAIT:
+            log.warning(
+                "waited %.0f ms for the checkpoint lock", (time.perf_counter() - began) * 1e3
+            )
     elif not lock.try_acquire():
         return None
     try:

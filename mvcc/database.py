@@ -102,6 +102,7 @@ log = logging.getLogger("mvcc")
 DURABILITIES = ("full", "normal", "off")
 COMPRESSIONS = (None, "zlib")
 KEY_FILE = "key"
+SLOW_WAIT = 0.1  # a commit slower than this, or a lock wait, is logged (a warning)
 RETRY_BASE = 0.001  # transactional(): first backoff bound, seconds; doubles per retry
 RETRY_CAP = 0.1  # and never exceeds this
 R = TypeVar("R")
@@ -528,7 +529,11 @@ class Database:
         """Validate and append `tx`'s write set; return its commit ts (D2, D3)."""
         commit_lock = self.locks.commit
         with translate():
+            began = time.perf_counter()
             commit_lock.acquire(self.lock_timeout)
+            waited = time.perf_counter() - began
+            if waited >= SLOW_WAIT:
+                log.warning("waited %.0f ms for the commit lock", waited * 1e3)
             try:
                 state = self.state.read()
                 with self._latch:
@@ -547,6 +552,9 @@ class Database:
             finally:
                 commit_lock.release()
             self.log.wait_durable(state.commit_ts)
+            waited = time.perf_counter() - began
+            if waited >= SLOW_WAIT:
+                log.warning("commit of ts %d took %.0f ms", state.commit_ts, waited * 1e3)
         return state.commit_ts
 
     def _await_winner(self, exc: ConflictError) -> None:

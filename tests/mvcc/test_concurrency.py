@@ -186,7 +186,7 @@ def _hold_commit_lock(path: str, conn: Any) -> None:
 
 
 def test_a_reader_completes_while_another_process_holds_the_commit_lock(
-    tmp_path: Path, procs: Callable[..., Any]
+    tmp_path: Path, procs: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     with mvcc.open(tmp_path, lock_timeout=1.0) as db:
         t = db.table("t")
@@ -203,6 +203,12 @@ def test_a_reader_completes_while_another_process_holds_the_commit_lock(
         with pytest.raises(mvcc.LockTimeout) as info:
             t.put(2, {"v": 2})
         assert "commit" in str(info.value)
-        parent.send("done")
+        # A wait that ends is logged when slow (silent by default: NullHandler).
+        releaser = threading.Timer(0.3, parent.send, ("done",))
+        releaser.start()
+        with caplog.at_level("WARNING", logger="mvcc"):
+            t.put(3, {"v": 3})
+        releaser.join()
+        assert "for the commit lock" in caplog.text
     with mvcc.open(tmp_path) as db:
-        assert 2 not in db.table("t")
+        assert 2 not in db.table("t") and 3 in db.table("t")
