@@ -21,8 +21,10 @@ Invariants
      returns the minimum of the second scan.  Whichever of a reader's publish
      and the computer's second scan comes first, the reader is either seen or
      told to retry, so no version or page a reader needs is ever released.
-     Writes go through pwrite (a system call, hence a memory barrier between
-     the publish and the read that follows it); reads go through a mapping.
+     A publish goes through pwrite (a system call, hence a memory barrier
+     between the publish and the read that follows it); reads go through a
+     mapping, and so does a release (a slot going idle needs no barrier: a
+     horizon computation that misses it only keeps versions a little longer).
 (R4) The horizon never moves backwards: H is the componentwise maximum of the
      old H and the new minimum, and slots holding pairs below the old H belong
      to readers that will retry, so they are not counted.
@@ -66,6 +68,7 @@ SLOT = struct.Struct(">IIQQQI28x")
 assert SLOT.size == 64
 _SLOT_BODY = struct.Struct(">IIQQQ")
 assert _SLOT_BODY.size == 32
+_CLEAR_SIZE = _SLOT_BODY.size + 4  # body and CRC
 _HORIZON_AT = 16  # offset of the horizon fields in the header
 _HORIZON = struct.Struct(">QQI")
 FLAG_HOLDING = 1
@@ -90,7 +93,7 @@ class _SharedFile:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         self.nslots = self._initialise(nslots)
         self.size = HEADER.size + self.nslots * SLOT.size
-        self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ)
+        self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.users = 0
         self.own_slot: int | None = None
         self.pid = os.getpid()
@@ -100,6 +103,8 @@ class _SharedFile:
         self.pins: Counter[tuple[int, int]] = Counter()
         self.published: tuple[int, int] | None = None
         self.since = 0
+        body = _SLOT_BODY.pack(self.pid, 0, 0, 0, 0)
+        self.cleared = body + zlib.crc32(body).to_bytes(4, "big")  # this process's idle slot
 
     def _initialise(self, nslots: int) -> int:
         # The header's bytes 8..16 double as the creation lock: the first
@@ -171,6 +176,8 @@ def _lowest(
     pins: Counter[tuple[int, int]], extra: tuple[int, int] | None = None
 ) -> tuple[int, int]:
     """Componentwise minimum of the held pairs (and `extra`)."""
+    if not pins and extra is not None:
+        return extra
     pairs = list(pins) + ([extra] if extra is not None else [])
     return min(p[0] for p in pairs), min(p[1] for p in pairs)
 
@@ -239,8 +246,14 @@ class Registry:
     def _write_slot(
         self, shared: _SharedFile, slot: int, flags: int, ts: int, gen: int, since: int
     ) -> None:
-        body = _SLOT_BODY.pack(os.getpid(), flags, ts, gen, since)
+        body = _SLOT_BODY.pack(shared.pid, flags, ts, gen, since)
         os.pwrite(shared.fd, body + zlib.crc32(body).to_bytes(4, "big"), _slot_offset(slot))
+
+    def _clear_slot(self, shared: _SharedFile, slot: int) -> None:
+        """Release: one store into the mapping, no system call (R3: a release
+        needs no barrier; whoever misses it only keeps versions a little longer)."""
+        off = _slot_offset(slot)
+        shared.map[off : off + _CLEAR_SIZE] = shared.cleared
 
     def _read_slot(self, slot: int) -> tuple[int, int, int, int, int] | None:
         """(pid, flags, ts, gen, since) of a slot, or None if it stays torn."""
@@ -373,12 +386,12 @@ class Registry:
             if not pins[pair]:
                 del pins[pair]
             if not pins:
-                self._write_slot(shared, self.slot, 0, 0, 0, 0)
+                self._clear_slot(shared, shared.own_slot)  # type: ignore[arg-type]
                 shared.published = None
             else:
                 lowest = _lowest(pins)
                 if lowest != shared.published:
-                    self._publish(self.slot, lowest)
+                    self._publish(shared.own_slot, lowest)  # type: ignore[arg-type]
 
     def _publish(self, slot: int, pair: tuple[int, int]) -> None:
         shared = self._file

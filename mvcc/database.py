@@ -58,7 +58,6 @@ import os
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -142,6 +141,53 @@ def _check_options(
         raise ValidationError(
             f"compression must be None or 'zlib', not {compression!r}", field="compression"
         )
+
+
+class Block:
+    """The context manager `db.transaction()` returns (a class, not a generator:
+    an empty readonly transaction is a hot path, and this halves its overhead)."""
+
+    __slots__ = ("_depth", "_outer", "_token", "db", "isolation", "readonly", "tx")
+
+    def __init__(self, db: Database, isolation: str, readonly: bool) -> None:
+        self.db = db
+        self.isolation = isolation
+        self.readonly = readonly
+        self._outer: Transaction | None = None
+
+    def __enter__(self) -> Transaction:
+        db = self.db
+        db._check_open()
+        outer = db.current()
+        if outer is not None:  # a savepoint of the context's transaction
+            self._outer = outer
+            self._depth = outer.savepoint()
+            self.tx = outer
+            return outer
+        self._outer = None
+        with translate():
+            tx = Transaction(db, isolation=self.isolation, readonly=self.readonly)
+        self.tx = tx
+        self._token = db._current.set(tx)
+        return tx
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        tx = self.tx
+        if self._outer is not None:
+            if tx.active:
+                if exc is None:
+                    tx.release_savepoint(self._depth)
+                else:
+                    tx.rollback_to(self._depth)
+            return
+        try:
+            if exc is not None:
+                tx.rollback()
+            elif tx.active:  # ended inside the block (tx.commit() / tx.rollback()): done
+                with translate():
+                    tx.commit()
+        finally:
+            self.db._current.reset(self._token)
 
 
 class Database:
@@ -232,7 +278,7 @@ class Database:
             state = self.state.read()
             self.memtable = Memtable(checkpoint_start(state))
             self._view = PageView(None, -1, self.pages.name)
-            self._floors: Counter[int] = Counter()  # floor -> active transactions here
+            self._floors: dict[int, int] = {}  # floor -> active transactions here
             with self._latch:
                 self._catch_up(state, durable_end(state))
             self._stack = stack.pop_all()
@@ -327,47 +373,17 @@ class Database:
 
     # -- transactions ------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def transaction(
-        self, *, isolation: str = "snapshot", readonly: bool = False
-    ) -> Iterator[Transaction]:
+    def transaction(self, *, isolation: str = "snapshot", readonly: bool = False) -> Block:
         """`with db.transaction():` — commit on exit, roll back on an exception.
 
         Inside an active transaction of this context, a nested block is a savepoint.
         """
-        self._check_open()
         if isolation not in ISOLATIONS:
             raise ValidationError(
                 f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}",
                 field="isolation",
             )
-        outer = self.current()
-        if outer is not None:
-            depth = outer.savepoint()
-            try:
-                yield outer
-            except BaseException:
-                if outer.active:
-                    outer.rollback_to(depth)
-                raise
-            else:
-                if outer.active:
-                    outer.release_savepoint(depth)
-            return
-        with translate():
-            tx = Transaction(self, isolation=isolation, readonly=readonly)
-        token = self._current.set(tx)
-        try:
-            yield tx
-        except BaseException:
-            tx.rollback()
-            raise
-        else:
-            if tx.active:  # ended inside the block (tx.commit() / tx.rollback()): done
-                with translate():
-                    tx.commit()
-        finally:
-            self._current.reset(token)
+        return Block(self, isolation, readonly)
 
     def transactional(
         self,
@@ -440,17 +456,18 @@ class Database:
 
         pin = self.registry.pin(read)
         state = seen[-1]  # the state the pinned pair came from
+        memtable = self.memtable
         try:
             with self._latch:
-                if durable_end(state).next_ts > self.memtable.position.next_ts:
+                if state.durable_ts >= memtable.position.next_ts:  # frames to apply
                     self._catch_up(state, durable_end(state))
                 view = self._view
-                if view.gen < state.checkpoint_gen or view.ts < self.memtable.gap_ts:
+                if view.gen < state.checkpoint_gen or view.ts < memtable.gap_ts:
                     view = self._refresh_view()
                 floors = self._floors
-                floors[view.ts] += 1
-                if view.ts > self.memtable.trimmed_ts and min(floors) > self.memtable.trimmed_ts:
-                    self.memtable.trim(min(floors))
+                floors[view.ts] = floors.get(view.ts, 0) + 1
+                if view.ts > memtable.trimmed_ts and min(floors) > memtable.trimmed_ts:
+                    memtable.trim(min(floors))
         except BaseException:
             self.registry.unpin(pin)
             raise
@@ -459,8 +476,10 @@ class Database:
     def _end(self, pin: tuple[int, int], view: PageView) -> None:
         with self._latch:
             floors = self._floors
-            floors[view.ts] -= 1
-            if not floors[view.ts]:
+            left = floors[view.ts] - 1
+            if left:
+                floors[view.ts] = left
+            else:
                 del floors[view.ts]
         if not self._closed:
             self.registry.unpin(pin)

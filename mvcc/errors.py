@@ -17,8 +17,6 @@ Invariants
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from locking.errors import LockWaitTimeout, RegistryFull, StateError
@@ -142,22 +140,44 @@ class ClosedError(Error):
     """The database (or a table of it) was closed."""
 
 
-@contextmanager
-def translate() -> Iterator[None]:
+def _public(exc: BaseException) -> BaseException | None:
+    """The public error standing for a layer error, or None to let `exc` through."""
+    if isinstance(exc, Error):
+        return None
+    if isinstance(exc, CorruptPage):
+        return CorruptionError._adopt(exc)
+    if isinstance(exc, InvalidKeyError):
+        return InvalidKey._adopt(exc)
+    if isinstance(exc, (EncodeError, TooLarge)):
+        return ValidationError(str(exc), field=getattr(exc, "field", ""))
+    if isinstance(exc, LockWaitTimeout):
+        return LockTimeout._adopt(exc)
+    if isinstance(exc, StateError):
+        return CorruptionError(str(exc))
+    if isinstance(exc, (RegistryFull, FormatError, LogFailed, StorageError)):
+        return Error(str(exc))
+    return None
+
+
+class _Translate:
+    """The context manager `translate()` returns: one shared instance, since a
+    generator-based one costs a generator per use on the hottest paths."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            public = _public(exc)
+            if public is not None:
+                raise public from exc
+
+
+_TRANSLATE = _Translate()
+
+
+def translate() -> _Translate:
     """Turn layer errors into the public hierarchy at the API edge (X3)."""
-    try:
-        yield
-    except Error:
-        raise
-    except CorruptPage as exc:
-        raise CorruptionError._adopt(exc) from exc
-    except InvalidKeyError as exc:
-        raise InvalidKey._adopt(exc) from exc
-    except (EncodeError, TooLarge) as exc:
-        raise ValidationError(str(exc), field=getattr(exc, "field", "")) from exc
-    except LockWaitTimeout as exc:
-        raise LockTimeout._adopt(exc) from exc
-    except StateError as exc:
-        raise CorruptionError(str(exc)) from exc
-    except (RegistryFull, FormatError, LogFailed, StorageError) as exc:
-        raise Error(str(exc)) from exc
+    return _TRANSLATE

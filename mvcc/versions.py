@@ -138,8 +138,28 @@ class PageView:
         return None if data is None else decode_chain(data, self.where)
 
     def read(self, tid: int, key: bytes, snapshot: int) -> bytes | None:
-        chain = self.chain(tid, key)
-        return None if chain is None else visible(chain, snapshot)
+        """The document `snapshot` sees under `key` (None: no record).  The point
+        read's hot path: decodes the flat chain once and stops at the first
+        version at or below the snapshot, checking only what it returns (V3)."""
+        tree = self._trees.get(tid) if tid in self._trees else self.tree(tid)
+        if tree is None:
+            return None
+        data = tree.get(key)
+        if data is None:
+            return None
+        try:
+            flat = unpack(data)
+            for i in range(0, len(flat), 2):
+                if flat[i] <= snapshot:
+                    value = flat[i + 1]
+                    if value is None or type(value) is bytes:
+                        return value
+                    break
+            else:
+                return None
+        except (ValueError, TypeError, IndexError):
+            pass
+        return visible(decode_chain(data, self.where), snapshot)  # raises the CorruptPage
 
     def newest_ts(self, tid: int, key: bytes) -> int:
         chain = self.chain(tid, key)
