@@ -549,6 +549,17 @@ class Database:
         commit_lock = self.locks.commit
         with translate():
             began = time.perf_counter()
+            # Outside the commit lock, which every committer of the directory
+            # queues on: encode the frame, apply the frames appended so far, and
+            # fail early on a conflict they already show.  Under the lock only
+            # the frames appended meanwhile remain (D2 still holds: the final
+            # validation is under the lock).
+            writes = [(tid, key, value) for (tid, key), value in tx.writes.items()]
+            payload = encode_frame(writes)
+            early = self.state.read()
+            with self._latch:
+                self._catch_up(early, wal_end(early))
+                self._validate_or_mark(tx, early)
             commit_lock.acquire(self.lock_timeout)
             waited = time.perf_counter() - began
             if waited >= SLOW_WAIT:
@@ -556,16 +567,10 @@ class Database:
             try:
                 state = self.state.read()
                 with self._latch:
-                    self._catch_up(state, wal_end(state))
-                    try:
-                        self._validate(tx)
-                    except ConflictError as exc:
-                        # The winner may not be durable yet; a retry at once would
-                        # take a snapshot without it and lose again (_await_winner).
-                        exc.winner_ts = state.commit_ts
-                        raise
-                    writes = [(tid, key, value) for (tid, key), value in tx.writes.items()]
-                    state = self.log.append(state, [encode_frame(writes)])
+                    if state.commit_ts != early.commit_ts:
+                        self._catch_up(state, wal_end(state))
+                        self._validate_or_mark(tx, state)
+                    state = self.log.append(state, [payload])
                     self.memtable.apply(state.commit_ts, writes)
                     self.memtable.position = wal_end(state)
             finally:
@@ -575,6 +580,15 @@ class Database:
             if waited >= SLOW_WAIT:
                 log.warning("commit of ts %d took %.0f ms", state.commit_ts, waited * 1e3)
         return state.commit_ts
+
+    def _validate_or_mark(self, tx: Transaction, state: State) -> None:
+        try:
+            self._validate(tx)
+        except ConflictError as exc:
+            # The winner may not be durable yet; a retry at once would take a
+            # snapshot without it and lose again (_await_winner).
+            exc.winner_ts = state.commit_ts
+            raise
 
     def _await_winner(self, exc: ConflictError) -> None:
         """Before a retry: wait until the commits a conflict lost to are durable,

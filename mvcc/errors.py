@@ -140,7 +140,7 @@ class ClosedError(Error):
     """The database (or a table of it) was closed."""
 
 
-def _public(exc: BaseException) -> BaseException | None:
+def public_error(exc: BaseException) -> BaseException | None:
     """The public error standing for a layer error, or None to let `exc` through."""
     if isinstance(exc, Error):
         return None
@@ -170,7 +170,7 @@ class _Translate:
 
     def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None:
-            public = _public(exc)
+            public = public_error(exc)
             if public is not None:
                 raise public from exc
 

@@ -17,7 +17,6 @@ Invariants
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +24,11 @@ from storage.codec import pack_doc, unpack_doc
 from storage.errors import EncodeError
 from storage.keys import encode_key
 
-from .errors import ClosedError, UniqueViolation, ValidationError, translate
+from .errors import ClosedError, UniqueViolation, ValidationError, public_error
 from .schema import Schema
 
 if TYPE_CHECKING:
-    from .database import Database
+    from .database import Block, Database
     from .transaction import Transaction
 
 __all__ = ["Table"]
@@ -48,6 +47,36 @@ def _matcher(query: Query) -> Callable[[dict[str, Any]], bool]:
     raise ValidationError(f"a query is a dict or a callable, not {type(query).__name__}")
 
 
+class _Scope:
+    """`with table._tx() as tx`: the caller's active transaction, or a
+    one-operation one; layer errors leave as public ones (errors.py X3).  A
+    class rather than a generator: it wraps every get, and a generator-based
+    context manager cost a third of a point read."""
+
+    __slots__ = ("block", "table")
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.block: Block | None = None
+
+    def __enter__(self) -> Transaction:
+        db = self.table.db
+        if db._closed:
+            raise ClosedError(f"the database {db.path} is closed (table {self.table.name!r})")
+        tx = db.current()
+        if tx is None:
+            self.block = db.transaction()
+            return self.block.__enter__()
+        return tx
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        public = None if exc is None else public_error(exc)
+        if self.block is not None:
+            self.block.__exit__(et, exc, tb)  # commits, or rolls back on any error
+        if public is not None:
+            raise public from exc
+
+
 class Table:
     """One table of `db`; `db.table(name)` makes it."""
 
@@ -60,18 +89,8 @@ class Table:
         self.primary_key = primary_key
         self.schema = schema
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[Transaction]:
-        db = self.db
-        if db._closed:
-            raise ClosedError(f"the database {db.path} is closed (table {self.name!r})")
-        tx = db.current()
-        if tx is not None:
-            with translate():
-                yield tx
-        else:
-            with db.transaction() as tx, translate():
-                yield tx
+    def _tx(self) -> _Scope:
+        return _Scope(self)
 
     def _key(self, pk: Any) -> bytes:
         try:

@@ -43,6 +43,12 @@ Invariants
      delete until the WAL is reopened.  An fsync is never retried (PostgreSQL's
      fsync lesson: after a failed fsync the kernel may have dropped the dirty
      pages, so a retry that succeeds proves nothing).
+(I8) Segments are zero-filled ahead of the frames (`PREALLOCATE` bytes at a
+     time), so a sync flushes data, not a file size.  A frame header of all
+     zeros is therefore the clean end of the log, like the end of the file: no
+     frame ever starts with zero bytes (its magic), and a frame whose header
+     never reached the disk was never acknowledged (a sync covering a later
+     frame covers it).
 (I7) Reading never writes.  Tailing from the end when nothing is new costs one
      pread (no stat, no directory listing): the reader learns that the log went
      on into another segment from the segment-end frame, not from the directory.
@@ -158,6 +164,8 @@ Durability = Literal["full", "normal", "off"]
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 _HEADER = SEGMENT_HEADER.size
 _FH = FRAME_HEADER.size
+PREALLOCATE = 1024 * 1024  # zero-filled ahead of the frames (I8)
+_ZERO_HEADER = bytes(FRAME_HEADER.size)
 _CHUNK = 64 * 1024  # bytes read at a time while scanning; the first read of a tail is one pread
 _NAME = re.compile(r"^(\d{16})\.wal$")
 _ZERO_KEY_ID = bytes(8)
@@ -298,6 +306,7 @@ class WAL:
         self._state = WalState.OPEN
         self._failure = ""
         self._synced: LogPosition | None = None  # the last `upto` this object made durable
+        self._allocated: dict[int, int] = {}  # segment -> bytes known zero-filled or used (I8)
         self.syncs = 0  # fsyncs issued (files and directories): for tests and benchmarks
         if not os.path.isdir(self.directory):
             os.makedirs(self.directory, exist_ok=True)
@@ -531,8 +540,22 @@ class WAL:
         if synced is not None and synced.segment == pos.segment and synced.offset > pos.offset:
             self._synced = None  # bytes this object synced are being rewritten (recovery)
         with self._fatal(f"write at {seg.number}:{pos.offset}"):
+            if end.offset > self._allocated.get(seg.number, 0):
+                self._preallocate(seg, end.offset)
             seg.device.write(pos.offset, data)
         return end
+
+    def _preallocate(self, seg: _Segment, need: int) -> None:
+        """(I8) Zero-fill the segment ahead of the frames, PREALLOCATE at a time (up to
+        the segment size), so a sync after an append flushes data only: a file that
+        grows makes every fdatasync commit metadata too (measured here: 150-165 us
+        against 90-120 us; PostgreSQL's wal_init_zero for the same reason).  Only
+        bytes past the file's current end are written, never a frame."""
+        size = seg.device.size()
+        target = max(need, min(self.segment_size, -(-need // PREALLOCATE) * PREALLOCATE))
+        if target > size:
+            seg.device.write(size, bytes(target - size))
+        self._allocated[seg.number] = max(size, target)
 
     def _encode(
         self, seg: _Segment, pos: LogPosition, payloads: Sequence[bytes]
@@ -641,6 +664,7 @@ class WAL:
         later = [n for n in self.segments() if n > pos.segment]
         with self._fatal(f"truncating at {pos.segment}:{pos.offset}"):
             seg.device.truncate(pos.offset)
+            self._allocated.clear()
             if self.durability != "off":
                 self._fsync(seg.device)
             self._forget(later)
@@ -731,13 +755,15 @@ class LogReader:
             rel = off - base
             if rel + _FH > len(buf):
                 buf, base, rel = seg.device.read(off, _CHUNK), off, 0
-                if len(buf) < _FH:
-                    reason = END_OF_FILE if not buf else TORN_FRAME
+                if len(buf) < _FH:  # zeros: preallocated to the segment's end (I8)
+                    reason = END_OF_FILE if not buf.strip(b"\0") else TORN_FRAME
                     break
             magic, flags, salt, fts, length = FRAME_HEADER.unpack_from(buf, rel)
             # 3. the header's fields, cheapest first
             if magic != FRAME_MAGIC:
-                reason = "bad frame magic"
+                # (I8) zeros: the preallocated space after the last frame
+                zeros = buf[rel : rel + _FH] == _ZERO_HEADER
+                reason = END_OF_FILE if zeros else "bad frame magic"
                 break
             if salt != seg.salt:
                 reason = OTHER_SALT

@@ -247,8 +247,11 @@ def test_reopen_after_a_torn_wal_tail_keeps_every_commit(
     with mvcc.open(tmp_path) as db:
         t = db.table("t")
         ids = [t.insert({"n": n}) for n in range(3)]
+    with mvcc.open(tmp_path) as db:
+        end = db.state.read().wal_offset
     segment = max((tmp_path / "wal").iterdir())
-    with open(segment, "ab") as f:
+    with open(segment, "r+b") as f:  # after the last frame: the preallocated zeros
+        f.seek(end)
         f.write(b"\xab" * 37)  # a frame torn mid-write, as a crash leaves it
     with caplog.at_level("WARNING", logger="mvcc"), mvcc.open(tmp_path) as db:
         t = db.table("t")

@@ -34,6 +34,7 @@ from storage.wal import (
     CHECKSUM_MISMATCH,
     END_OF_FILE,
     OTHER_SALT,
+    PREALLOCATE,
     REACHED_UPTO,
     TORN_FRAME,
     WAL,
@@ -146,9 +147,34 @@ def test_group_append_is_one_write_and_empty_group_is_a_no_op(tmp_path: Path) ->
     pos = wal.start()
     writes.clear()
     end = wal.append(pos, [b"a" * 10, b"b" * 20, b"c" * 30])
-    assert writes == [3 * 40 + 60] and end.next_ts == 4
+    # the first append into a segment zero-fills it ahead first (I8)
+    assert writes == [PREALLOCATE - HDR, 3 * 40 + 60] and end.next_ts == 4
+    writes.clear()
+    end = wal.append(end, [b"d" * 10, b"e" * 10])
+    assert writes == [2 * 40 + 20] and end.next_ts == 6
     assert wal.append(end, []) == end
-    assert [f.payload for f in read_all(wal)[0]] == [b"a" * 10, b"b" * 20, b"c" * 30]
+    assert [f.payload for f in read_all(wal)[0]] == [b"a" * 10, b"b" * 20, b"c" * 30] + [
+        b"d" * 10,
+        b"e" * 10,
+    ]
+    assert read_all(wal)[1].stopped.reason == END_OF_FILE  # the zeros after the last frame
+
+
+def test_preallocated_zeros_end_the_log_cleanly_and_are_never_written_over(
+    tmp_path: Path,
+) -> None:
+    wal = WAL(tmp_path / "wal", segment_size=PREALLOCATE // 2)
+    end = wal.append(wal.start(), [b"x" * 100])
+    seg = tmp_path / "wal" / segment_name(1)
+    assert seg.stat().st_size == PREALLOCATE // 2  # capped at the segment size
+    other = WAL(tmp_path / "wal", segment_size=PREALLOCATE // 2)  # another process
+    end = other.append(end, [b"y" * 100])
+    end = wal.append(end, [b"z" * 100])  # its own idea of the allocation is stale
+    assert [f.payload for f in read_all(wal)[0]] == [b"x" * 100, b"y" * 100, b"z" * 100]
+    with open(seg, "r+b") as f:  # a frame torn after its header: not zeros, damage
+        f.seek(end.offset)
+        f.write(b"\x01" * 8)
+    assert read_all(wal)[1].stopped.reason == "bad frame magic"
 
 
 @pytest.mark.parametrize("kind", ["plain", "aes"])
@@ -293,13 +319,14 @@ def test_garbage_tail_ends_the_log(tmp_path: Path, tail: str) -> None:
     if tail == "garbage over the last frame":
         patch(path, frames[-1].start.offset, rng.randbytes(frames[-1].end.offset + 50))
         want = frames[-1].start
-    else:
-        with open(path, "ab") as f:
-            f.write(rng.randbytes(5000) if tail == "garbage after" else bytes(5000))
+    else:  # right after the last frame (the file goes on: preallocated zeros, I8)
+        junk = rng.randbytes(5000) if tail == "garbage after" else bytes(5000)
+        patch(path, frames[-1].end.offset, junk)
         want = frames[-1].end
     got, reader = read_all(WAL(tmp_path / "wal"))
     assert got == frames[: want.next_ts - 1]
-    assert reader.stopped is not None and not reader.stopped.clean
+    assert reader.stopped is not None
+    assert reader.stopped.clean == (tail == "zeros after")  # zeros are the clean end (I8)
     assert (reader.stopped.segment, reader.stopped.offset) == (1, want.offset)
     assert reader.position == want
 
@@ -367,10 +394,9 @@ def test_reasons_name_the_failed_check(tmp_path: Path) -> None:
     other = Path(path1).read_bytes()[f1.start.offset : f1.end.offset]
     copied = whole[:v] + other + whole[v + len(other) :]
     assert ends(copied) == LogEnd(2, v, OTHER_SALT)
-    # and appended after the end of the last segment
+    # and written right after the last frame of the last segment
     Path(path2).write_bytes(whole)
-    with open(seg_path(wal, 4), "ab") as f:
-        f.write(other)
+    patch(seg_path(wal, 4), frames[-1].end.offset, other)
     got, reader = read_all(WAL(tmp_path / "wal"))
     assert got == frames
     assert reader.stopped == LogEnd(4, frames[-1].end.offset, OTHER_SALT)
