@@ -25,6 +25,7 @@ import datetime
 import gc
 import math
 import mmap
+import multiprocessing
 import os
 import platform
 import shlex
@@ -181,3 +182,36 @@ def print_floors(floors: Sequence[Mapping[str, Any]]) -> None:
         verdict = "PASS" if f["pass"] else "FAIL"
         value, limit, unit = format_number(f["value"]), format_number(f["limit"]), f["unit"]
         print(f"  {verdict}  {f['text']}: {value} {unit} (limit {limit} {unit})")
+
+
+SPAWN = multiprocessing.get_context("spawn")
+CHILD_TIMEOUT = 120.0
+"""Seconds a benchmark waits for one worker process before giving up on it."""
+
+
+def run_workers(
+    target: Callable[..., None], processes: int, args: tuple[Any, ...], what: str
+) -> list[Any]:
+    """Start `processes` spawned `target(*args, index, barrier, conn)`; return what each
+    sends on `conn`, in index order; every process is joined (killed if it hangs)."""
+    barrier = SPAWN.Barrier(processes)
+    pipes = [SPAWN.Pipe() for _ in range(processes)]
+    procs = [
+        SPAWN.Process(target=target, args=(*args, i, barrier, child))
+        for i, (_, child) in enumerate(pipes)
+    ]
+    reports = []
+    try:
+        for p in procs:
+            p.start()
+        for parent, _ in pipes:
+            if not parent.poll(CHILD_TIMEOUT):
+                raise RuntimeError(f"a {what} worker sent nothing in {CHILD_TIMEOUT} s")
+            reports.append(parent.recv())
+    finally:
+        for p in procs:
+            p.join(CHILD_TIMEOUT)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return reports

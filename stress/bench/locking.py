@@ -82,7 +82,6 @@ import array
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -99,6 +98,7 @@ from mvcc.commitlog import CommitLog, end_fields, wal_end
 from storage.wal import END_OF_FILE, WAL
 
 from ._common import (
+    CHILD_TIMEOUT,
     best_of_each,
     command_line,
     floor,
@@ -107,6 +107,7 @@ from ._common import (
     gc_paused,
     machine_facts,
     print_floors,
+    run_workers,
 )
 
 try:
@@ -117,7 +118,6 @@ except ImportError:  # Windows: the bare-flock reference figure is n/a
 __all__ = ["FLOORS", "LOADS", "PROCESS_COUNTS", "SECTIONS", "main"]
 
 MODULE = "stress.bench.locking"
-SPAWN = multiprocessing.get_context("spawn")
 PROCESS_COUNTS = (2, 4)
 HANDOFF_P50_LIMIT_US = 100.0
 STATE_READ_LIMIT_NS = 2000.0
@@ -127,7 +127,6 @@ FLOORS = ("handoff_p50_floor", "state_read_floor", "wal_append_floor", "group_co
 WAL_PAYLOAD = 200  # bytes of payload per frame (sections 4 and 5)
 GROUP_SYNC_DELAY = 0.001  # seconds: the WAL's slow-disk test knob (section 5)
 GROUP_PROCESSES = (1, 2, 4)
-CHILD_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -208,34 +207,6 @@ def _handoff_worker(
         times[3 * i : 3 * i + 3] = array.array("q", (t_wait, t_acq, t_rel))
     lock.close()
     conn.send((index, times.tobytes()))
-
-
-def run_workers(
-    target: Callable[..., None], processes: int, args: tuple[Any, ...], what: str
-) -> list[Any]:
-    """Start `processes` spawned `target(*args, index, barrier, conn)`; return what each
-    sends on `conn`, in index order; every process is joined (killed if it hangs)."""
-    barrier = SPAWN.Barrier(processes)
-    pipes = [SPAWN.Pipe() for _ in range(processes)]
-    procs = [
-        SPAWN.Process(target=target, args=(*args, i, barrier, child))
-        for i, (_, child) in enumerate(pipes)
-    ]
-    reports = []
-    try:
-        for p in procs:
-            p.start()
-        for parent, _ in pipes:
-            if not parent.poll(CHILD_TIMEOUT):
-                raise RuntimeError(f"a {what} worker sent nothing in {CHILD_TIMEOUT} s")
-            reports.append(parent.recv())
-    finally:
-        for p in procs:
-            p.join(CHILD_TIMEOUT)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return reports
 
 
 def measure_handoff(directory: str, load: Load, processes: int, quick: bool) -> dict[str, Any]:

@@ -8,29 +8,14 @@ reported but not asserted here.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from stress.bench.locking import FLOORS, GROUP_PROCESSES, LOADS, PROCESS_COUNTS
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and value > 0
+from tests.support.bench import positive, run_quick
 
 
 def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    scratch = tmp_path / "scratch"
-    cmd = [sys.executable, "-m", "stress.bench.locking", "--quick"]
-    cmd += ["--json", str(out), "--dir", str(scratch)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert list(scratch.iterdir()) == [], "the scratch directory was not removed"
-    report = json.loads(out.read_text(encoding="utf-8"))
+    report, stdout = run_quick("stress.bench.locking", tmp_path)
     results = report["results"]
 
     # 1. hand-off: every load x process count, with its acquisitions counted
@@ -64,4 +49,4 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert [f["name"] for f in report["floors"]] == list(FLOORS)
     assert all(isinstance(f["pass"], bool) for f in report["floors"])
     assert "-m stress.bench.locking --quick" in report["command"]
-    assert "Group commit" in proc.stdout and "Floors:" in proc.stdout
+    assert "Group commit" in stdout and "Floors:" in stdout
