@@ -12,8 +12,11 @@ Invariants
      commit, so a rollback is dropping the write set.
 (T3) Under "serializable" every key read (found or not) and every range
      scanned is recorded, and the commit aborts if any changed after S.
-(T4) A savepoint is a copy of the write set (and read set) taken when a nested
-     block starts; an exception in the block restores it.
+(T4) A savepoint is a copy of the write set taken when a nested block starts;
+     an exception in the block restores it.  Reads and scanned ranges are
+     kept: what the block read may leave it (in the exception, say) and
+     decide later writes, so a serializable commit validates them all, as
+     PostgreSQL keeps the predicate locks of a rolled-back subtransaction.
 (T5) A readonly transaction has no write set: a write raises ReadOnlyError
      before anything is buffered, and its commit takes no lock.
 """
@@ -55,7 +58,7 @@ class Transaction:
         self.writes: dict[tuple[int, bytes], bytes | None] = {}
         self.reads: set[tuple[int, bytes]] = set()
         self.ranges: list[tuple[int, bytes | None, bytes | None]] = []
-        self._savepoints: list[tuple[dict[Any, Any], set[Any], int]] = []
+        self._savepoints: list[dict[Any, Any]] = []
         self.commit_ts: int | None = None
 
     # -- state ---------------------------------------------------------------
@@ -102,17 +105,15 @@ class Transaction:
 
     def savepoint(self) -> int:
         self._check_active()
-        self._savepoints.append((dict(self.writes), set(self.reads), len(self.ranges)))
+        self._savepoints.append(dict(self.writes))
         return len(self._savepoints)
 
     def release_savepoint(self, depth: int) -> None:
         del self._savepoints[depth - 1 :]
 
     def rollback_to(self, depth: int) -> None:
-        writes, reads, nranges = self._savepoints[depth - 1]
+        self.writes = self._savepoints[depth - 1]
         del self._savepoints[depth - 1 :]
-        self.writes, self.reads = writes, reads
-        del self.ranges[nranges:]
 
     # -- reads (T1, T3) ------------------------------------------------------
 
