@@ -1,4 +1,4 @@
-"""Many transactions at once: threads, forked children, two opens in one process,
+"""Many transactions at once: threads, asyncio tasks, forked children, two opens in one process,
 real processes moving money, phantoms, a reader beside a held commit lock.
 
 Invariants cited as (Dn) are mvcc/database.py's, (Tn) mvcc/transaction.py's.
@@ -6,6 +6,7 @@ Invariants cited as (Dn) are mvcc/database.py's, (Tn) mvcc/transaction.py's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -212,3 +213,27 @@ def test_a_reader_completes_while_another_process_holds_the_commit_lock(
         assert "for the commit lock" in caplog.text
     with mvcc.open(tmp_path) as db:
         assert 2 not in db.table("t") and 3 in db.table("t")
+
+
+def test_asyncio_tasks_each_get_their_own_transaction(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t")
+        t.put(0, {"v": "base"})
+
+        async def task(me: int, here: asyncio.Event, there: asyncio.Event) -> list[Any]:
+            with db.transaction() as tx:
+                t.put(me, {"v": me})
+                here.set()
+                await there.wait()  # the other task is inside its own block now
+                assert db.current() is tx  # contextvars: each task its own (T1)
+                seen = [t.get(1), t.get(2)]
+            return seen
+
+        async def main() -> list[list[Any]]:
+            one, two = asyncio.Event(), asyncio.Event()
+            return list(await asyncio.gather(task(1, one, two), task(2, two, one)))
+
+        first, second = asyncio.run(main())
+        assert first == [{"v": 1, "_id": 1}, None]  # its own write, not the other's
+        assert second == [None, {"v": 2, "_id": 2}]
+        assert db.current() is None and len(t) == 3  # both committed
