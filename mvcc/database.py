@@ -33,6 +33,12 @@ Invariants
      during COMMIT does in PostgreSQL.
 (D4) Every state change of the shared state file is made under the commit
      lock (statefile S2) or, at recovery, with `open` exclusive.
+(D5) A transaction pinned at (S, G) reads the trees of a checkpoint
+     generation >= G (never reused while G is pinned: checkpoint.py K4),
+     whose ts F is its floor, and the memtable's versions in (F, S]
+     (memtable.py M5: `_begin` catches up before it picks the view, and
+     picks one whose ts is at or above any gap a skip left).  Trees pruned at
+     a horizon <= S still hold the newest version <= S (versions.py V2).
 (D6) Fork: a Database opened before `os.fork()` keeps working in the child.
      The child holds none of the parent's locks, its WAL object refuses work
      and its id blocks are the parent's, so on first use the child closes its
@@ -40,12 +46,9 @@ Invariants
      unlocks, writes through or hands out ids from what is the parent's.
      Transactions begun before the fork are the parent's; in the child they
      raise ClosedError.
-(D5) A transaction pinned at (S, G) reads the trees of a checkpoint
-     generation >= G (never reused while G is pinned: checkpoint.py K4),
-     whose ts F is its floor, and the memtable's versions in (F, S]
-     (memtable.py M5: `_begin` catches up before it picks the view, and
-     picks one whose ts is at or above any gap a skip left).  Trees pruned at
-     a horizon <= S still hold the newest version <= S (versions.py V2).
+(D7) A commit that loses a conflict raises only once the commits it lost to are
+     durable: the retry's snapshot (the durable ts, D1) then includes them,
+     instead of losing to them again while their group commit is in flight.
 """
 
 from __future__ import annotations
@@ -62,13 +65,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 from locking import forksafe
-from locking.errors import StateError
+from locking.errors import LockWaitTimeout, StateError
 from locking.filelock import LockSet
 from locking.registry import Registry
 from locking.statefile import State, StateFile
 from storage.codec import pack_doc, unpack_doc
 from storage.crypto import PageCipher, create_key_file, load_key_file
-from storage.errors import CorruptPage
+from storage.errors import CorruptPage, StorageError
 from storage.format import DEFAULT_PAGE_SIZE
 from storage.keys import decode_key, encode_key
 from storage.pagefile import PageFile, check_page_size
@@ -420,7 +423,6 @@ class Database:
                     except ConflictError as exc:
                         if attempt == retries:
                             raise
-                        self._await_winner(exc)
                         delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
                         log.debug(
                             "retry %d of %s in %.1f ms: %s",
@@ -556,48 +558,44 @@ class Database:
             # validation is under the lock).
             writes = [(tid, key, value) for (tid, key), value in tx.writes.items()]
             payload = encode_frame(writes)
-            early = self.state.read()
-            with self._latch:
-                self._catch_up(early, wal_end(early))
-                self._validate_or_mark(tx, early)
-            commit_lock.acquire(self.lock_timeout)
-            waited = time.perf_counter() - began
-            if waited >= SLOW_WAIT:
-                log.warning("waited %.0f ms for the commit lock", waited * 1e3)
+            state = self.state.read()
             try:
-                state = self.state.read()
                 with self._latch:
-                    if state.commit_ts != early.commit_ts:
-                        self._catch_up(state, wal_end(state))
-                        self._validate_or_mark(tx, state)
-                    state = self.log.append(state, [payload])
-                    self.memtable.apply(state.commit_ts, writes)
-                    self.memtable.position = wal_end(state)
-            finally:
-                commit_lock.release()
+                    self._catch_up(state, wal_end(state))
+                    self._validate(tx)
+                commit_lock.acquire(self.lock_timeout)
+                waited = time.perf_counter() - began
+                if waited >= SLOW_WAIT:
+                    log.warning("waited %.0f ms for the commit lock", waited * 1e3)
+                try:
+                    early, state = state, self.state.read()
+                    with self._latch:
+                        if state.commit_ts != early.commit_ts:
+                            self._catch_up(state, wal_end(state))
+                            self._validate(tx)
+                        state = self.log.append(state, [payload])
+                        self.memtable.apply(state.commit_ts, writes)
+                        self.memtable.position = wal_end(state)
+                finally:
+                    commit_lock.release()
+            except ConflictError:
+                self._await_durable(state.commit_ts)  # D7
+                raise
             self.log.wait_durable(state.commit_ts)
             waited = time.perf_counter() - began
             if waited >= SLOW_WAIT:
                 log.warning("commit of ts %d took %.0f ms", state.commit_ts, waited * 1e3)
         return state.commit_ts
 
-    def _validate_or_mark(self, tx: Transaction, state: State) -> None:
-        try:
-            self._validate(tx)
-        except ConflictError as exc:
-            # The winner may not be durable yet; a retry at once would take a
-            # snapshot without it and lose again (_await_winner).
-            exc.winner_ts = state.commit_ts
-            raise
-
-    def _await_winner(self, exc: ConflictError) -> None:
-        """Before a retry: wait until the commits a conflict lost to are durable,
-        so the next snapshot includes them (a snapshot is the durable ts, D1).
-        Waiting through group commit may make this process the one that syncs."""
-        ts = exc.winner_ts
+    def _await_durable(self, ts: int) -> None:
+        """D7: the commits a conflict lost to (all at or below `ts`) are durable
+        before the ConflictError leaves.  Only the retry gains by the wait, so a
+        wait that fails leaves the conflict as the answer."""
         if ts > self.state.read().durable_ts:
-            with translate():
+            try:
                 self.log.wait_durable(ts)
+            except (LockWaitTimeout, StorageError) as exc:
+                log.debug("after a conflict, ts %d did not become durable: %s", ts, exc)
 
     def _validate(self, tx: Transaction) -> None:
         """First committer wins; under serializable, reads and ranges too (T3).
@@ -701,11 +699,10 @@ class Database:
                     }
                     tx.write(CATALOG, key, pack_doc(spec))
                     return self._table_from_row(name, spec)
-            except ConflictError as exc:
+            except ConflictError:
                 if self.current() is not None:
                     raise
                 # another process created it at the same moment: read theirs
-                self._await_winner(exc)
         raise ConflictError(f"table {name!r} kept changing while being opened", table=name)
 
     def _table_from_row(self, name: str, row: dict[str, Any]) -> Table:

@@ -81,10 +81,6 @@ class ConflictError(Error, Retryable):
     """A concurrent transaction committed a change to what this one wrote (or,
     when serializable, read) after this one's snapshot; retry it."""
 
-    winner_ts: int = 0
-    """The last commit ts the validation saw (the winner is at or below it); a
-    retry waits until it is durable.  Not pickled: meaningful in this process."""
-
     def __init__(self, message: str = "", *, table: str = "", key: Any = None) -> None:
         super().__init__(
             message or f"write conflict on {table!r} key {key!r}", table=table, key=key

@@ -141,7 +141,7 @@ class PageView:
         """The document `snapshot` sees under `key` (None: no record).  The point
         read's hot path: decodes the flat chain once and stops at the first
         version at or below the snapshot, checking only what it returns (V3)."""
-        tree = self._trees.get(tid) if tid in self._trees else self.tree(tid)
+        tree = self.tree(tid)
         if tree is None:
             return None
         data = tree.get(key)

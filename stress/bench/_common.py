@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import json
 import math
 import mmap
 import multiprocessing
@@ -215,3 +216,25 @@ def run_workers(
                 p.kill()
                 p.join()
     return reports
+
+
+def finish(
+    json_path: str | None,
+    report: Mapping[str, Any],
+    floors: Sequence[Mapping[str, Any]],
+    *,
+    errors: Sequence[str] = (),
+    fail_on_floors: bool = False,
+) -> int:
+    """The end of every benchmark's main(): write the JSON report if asked, print
+    the errors, and return the exit status (1 on an error, or on a failed floor
+    when asked to fail on floors)."""
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    for error in errors:
+        print(f"ERROR  {error}", file=sys.stderr)
+    if errors or (fail_on_floors and not all(f["pass"] for f in floors)):
+        return 1
+    return 0

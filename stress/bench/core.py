@@ -83,7 +83,6 @@ import dataclasses
 import functools
 import io
 import itertools
-import json
 import os
 import pstats
 import random
@@ -105,6 +104,7 @@ from ._common import (
     CHILD_TIMEOUT,
     best_of_each,
     command_line,
+    finish,
     floor,
     format_number,
     format_table,
@@ -893,18 +893,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(directory, ignore_errors=True)
     floors = check_floors(results)
     print_report(header, results, counters, floors)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(to_json(header, results, counters, floors), f, indent=2)
-            f.write("\n")
-    errors = counter_errors(counters)
-    for error in errors:
-        print(f"ERROR  {error}", file=sys.stderr)
-    if errors:
-        return 1
-    if args.strict and not all(f["pass"] for f in floors):
-        return 1
-    return 0
+    return finish(
+        args.json,
+        to_json(header, results, counters, floors),
+        floors,
+        errors=counter_errors(counters),
+        fail_on_floors=args.strict,
+    )
 
 
 if __name__ == "__main__":

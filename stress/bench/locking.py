@@ -81,7 +81,6 @@ import argparse
 import array
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import statistics
@@ -101,6 +100,7 @@ from ._common import (
     CHILD_TIMEOUT,
     best_of_each,
     command_line,
+    finish,
     floor,
     format_number,
     format_table,
@@ -701,18 +701,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     header["elapsed_s"] = round(elapsed, 2)
     floors = check_floors(results)
     print_report(header, results, floors)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({**header, "results": results, "floors": floors}, f, indent=2)
-            f.write("\n")
-    errors = verification_errors(results)
-    for error in errors:
-        print(f"ERROR  {error}", file=sys.stderr)
-    if errors:
-        return 1
-    if args.check_floors and not all(f["pass"] for f in floors):
-        return 1
-    return 0
+    return finish(
+        args.json,
+        {**header, "results": results, "floors": floors},
+        floors,
+        errors=verification_errors(results),
+        fail_on_floors=args.check_floors,
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import random
 import shutil
@@ -71,6 +70,7 @@ from storage.pagefile import PageFile
 from ._common import (
     best_of_each,
     command_line,
+    finish,
     floor,
     format_number,
     format_table,
@@ -677,13 +677,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(directory, ignore_errors=True)
     floors = check_floors(results)
     print_report(header, results, floors)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(to_json(header, results, floors), f, indent=2)
-            f.write("\n")
-    if args.check_floors and not all(f["pass"] for f in floors):
-        return 1
-    return 0
+    return finish(
+        args.json, to_json(header, results, floors), floors, fail_on_floors=args.check_floors
+    )
 
 
 if __name__ == "__main__":

@@ -183,3 +183,27 @@ def test_encrypted_pages_hold_no_plaintext(tmp_path: Path) -> None:
         mvcc.open(tmp_path, passphrase="wrong")
     with mvcc.open(tmp_path, passphrase="pw") as db:
         assert db.table("secrets").get(1)["text"] == "attack at dawn"
+
+
+def test_a_segment_deleted_while_it_is_being_read_is_skipped(
+    tmp_path: Path, small_segments: None
+) -> None:
+    """The race `Database._catch_up` handles: a process read the state (old
+    checkpoint) and starts tailing a segment that a checkpoint deletes before
+    it gets there; the log ends early, it re-reads the state and skips (M5)."""
+    from mvcc.commitlog import durable_end
+
+    with mvcc.open(tmp_path) as a, mvcc.open(tmp_path) as b:
+        a.table("t").put(0, {"v": 0})
+        stale = a.state.read()  # names the checkpoint before the one below
+        for i in range(200):  # several segments a has never opened
+            b.table("t").put(i, {"v": i, "pad": "x" * 100})
+        b.checkpoint()
+        fresh = a.state.read()
+        assert fresh.checkpoint_ts > stale.checkpoint_ts
+        assert fresh.checkpoint_segment > 3 and _segments(tmp_path)[0] > "0000000000000002"
+        with a._latch:
+            a._catch_up(stale, durable_end(fresh))
+        assert a.memtable.position == durable_end(fresh)
+        assert a.memtable.gap_ts == fresh.checkpoint_ts
+        assert a.table("t").get(150)["v"] == 150

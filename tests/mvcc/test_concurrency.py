@@ -237,3 +237,46 @@ def test_asyncio_tasks_each_get_their_own_transaction(tmp_path: Path) -> None:
         assert first == [{"v": 1, "_id": 1}, None]  # its own write, not the other's
         assert second == [None, {"v": 2, "_id": 2}]
         assert db.current() is None and len(t) == 3  # both committed
+
+
+def test_a_conflict_is_raised_only_once_its_winner_is_durable(tmp_path: Path) -> None:
+    """D7: while the winner's sync is held up (another object holds the sync
+    lock), the loser's ConflictError waits for it; a retry then sees it."""
+    with (
+        mvcc.open(tmp_path) as winner_db,
+        mvcc.open(tmp_path) as loser_db,
+        mvcc.open(tmp_path) as syncer,
+    ):
+        winner, loser = winner_db.table("t"), loser_db.table("t")
+        winner.put(1, {"v": 0})
+        outcome: dict[str, Any] = {}
+        syncer.locks.sync.acquire(5)  # no group commit can sync until released
+
+        def commit_winner() -> None:
+            winner.put(1, {"v": "winner"})
+
+        def commit_loser(tx_ready: threading.Event) -> None:
+            try:
+                with loser_db.transaction():
+                    loser.get(1)
+                    tx_ready.set()
+                    loser.put(1, {"v": "loser"})
+                    while loser_db.state.read().commit_ts < target:  # the winner appended
+                        time.sleep(0.001)
+            except mvcc.ConflictError:
+                outcome["durable at raise"] = loser_db.state.read().durable_ts
+
+        ready = threading.Event()
+        target = winner_db.state.read().commit_ts + 1
+        loser_thread = threading.Thread(target=commit_loser, args=(ready,))
+        loser_thread.start()
+        assert ready.wait(10)  # the loser's snapshot is taken: before the winner
+        winner_thread = threading.Thread(target=commit_winner)
+        winner_thread.start()
+        loser_thread.join(0.5)
+        assert loser_thread.is_alive()  # lost, but the winner is not durable yet
+        syncer.locks.sync.release()
+        loser_thread.join(20)
+        winner_thread.join(20)
+        assert outcome["durable at raise"] >= target
+        assert loser.get(1)["v"] == "winner"
