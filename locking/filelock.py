@@ -26,11 +26,17 @@ The named locks of a data directory (`LockSet` opens them all)
                 segments.  Commits go on while it is held.
 ``sync``        (`sync.lock`) group commit: one process at a time makes the
                 WAL durable.  A committer whose frame is not yet durable tries
-                it; the holder re-reads the durable position, gathers, syncs
-                everything appended so far, publishes it (taking `commit`
-                briefly), and releases.  The others poll the state file rather
-                than queue here, and are usually covered by the holder's
-                fsync (the algorithm: mvcc/commitlog.py).
+                it; the holder (the leader) re-reads the durable position,
+                gathers, syncs everything appended so far, publishes it
+                (taking `commit` briefly), and releases.
+``gate0``,      (`gate0.lock`, `gate1.lock`) the wake-up of group commit: the
+``gate1``       leader of sync number g holds gate (g mod 2) exclusive from
+                before its sync until after it published the durable position;
+                the committers its sync may cover wait on that gate *shared*,
+                and the kernel wakes them all at once when it is released.
+                Two gates, so that the next leader never waits for the woken
+                followers of the last sync to let go of its gate (the
+                algorithm: mvcc/commitlog.py).  Never held together.
 ``commit``      (`commit.lock`) serialises commits: WAL catch-up, validation,
                 the frame append, its fsync, and every write of the shared state
                 file (statefile.py S2).
@@ -38,7 +44,7 @@ The named locks of a data directory (`LockSet` opens them all)
 
 The global lock order (Architecture Invariant; also in ARCHITECTURE.md)
 -----------------------------------------------------------------------
-    recovery  ->  open  ->  vacuum  ->  checkpoint  ->  sync  ->  commit  ->  sequence
+    recovery -> open -> vacuum -> checkpoint -> sync -> gate0 -> gate1 -> commit -> sequence
 
 A process may take a later lock while holding an earlier one, never the
 reverse.  `LockSet` checks it per thread: acquiring a lock while the same thread
@@ -157,7 +163,17 @@ __all__ = ["LOCK_ORDER", "SLOW_WAIT_SECONDS", "SPIN_SECONDS", "FileLock", "LockS
 
 log = logging.getLogger("mvcc.locking")
 
-LOCK_ORDER: Final = ("recovery", "open", "vacuum", "checkpoint", "sync", "commit", "sequence")
+LOCK_ORDER: Final = (
+    "recovery",
+    "open",
+    "vacuum",
+    "checkpoint",
+    "sync",
+    "gate0",
+    "gate1",
+    "commit",
+    "sequence",
+)
 
 SPIN_SECONDS: Final = 60e-6
 """How long a waiter spins (yield + non-blocking try) before it blocks.
@@ -166,6 +182,13 @@ Measured hand-offs stay at 1-5 µs for waits shorter than this; 60 µs costs a
 waiter that then blocks little CPU, and covers a short commit (validate +
 append, no fsync).
 """
+
+_SPINNING: Final = frozenset({"commit", "sequence"})
+"""The locks of a `LockSet` whose waits spin first: those held for a short
+critical section.  The others are held across an fsync or longer (a sync, a
+checkpoint, recovery), which no spin outlasts: there a spin only takes the
+CPU from the processes doing the work (on two CPUs a `sched_yield` with four
+processes runnable returns after a time slice, ~400 µs, not ~1.7 µs)."""
 
 SLOW_WAIT_SECONDS: Final = 0.1
 """Waits longer than this are logged at DEBUG (L3)."""
@@ -385,10 +408,12 @@ class FileLock:
         *,
         timeout: float | None = 10.0,
         backend: Backend | None = None,
+        spin: float = SPIN_SECONDS,
     ) -> None:
         self.path = os.fspath(path)
         self.name = name
         self.timeout = timeout
+        self.spin = spin  # seconds of phase 2; 0 for locks held across an fsync
         self._backend = _backend(backend)
         self._try = self._backend.try_lock
         self._latch = threading.Lock()  # L1
@@ -543,13 +568,14 @@ class FileLock:
         if deadline is not None and now >= deadline:
             return False
         # 2. spin
-        spin_end = now + SPIN_SECONDS
-        if deadline is not None:
-            spin_end = min(spin_end, deadline)
-        while time.monotonic() < spin_end:
-            _yield()
-            if try_lock(fd, mode):
-                return True
+        if self.spin > 0:
+            spin_end = now + self.spin
+            if deadline is not None:
+                spin_end = min(spin_end, deadline)
+            while time.monotonic() < spin_end:
+                _yield()
+                if try_lock(fd, mode):
+                    return True
         # 3. block: in the kernel, directly when there is no deadline ...
         if deadline is None:
             self._backend.lock(fd, mode)
@@ -620,7 +646,7 @@ class FileLock:
 
 
 class LockSet:
-    """The seven named locks of a data directory, opened once, in the global order.
+    """The nine named locks of a data directory, opened once, in the global order.
 
     `locks.commit`, `locks["commit"]`; acquiring a lock while this thread holds
     a later one of the set raises RuntimeError (L5).
@@ -638,7 +664,11 @@ class LockSet:
         try:
             for rank, name in enumerate(LOCK_ORDER):
                 lock = FileLock(
-                    self.directory / f"{name}.lock", name, timeout=timeout, backend=backend
+                    self.directory / f"{name}.lock",
+                    name,
+                    timeout=timeout,
+                    backend=backend,
+                    spin=SPIN_SECONDS if name in _SPINNING else 0.0,
                 )
                 lock._order = (rank, self._locks)
                 self._locks.append(lock)
@@ -651,6 +681,8 @@ class LockSet:
             self.vacuum,
             self.checkpoint,
             self.sync,
+            self.gate0,
+            self.gate1,
             self.commit,
             self.sequence,
         ) = self._locks

@@ -16,9 +16,9 @@ Byte table (little-endian: the native order of every platform we run on, so
     file (FILE_SIZE = 4096)
     OFFSET SIZE DESCRIPTION
          0    8 magic b"MVCCSTAT"
-         8    4 format version (1)
+         8    4 format version (2)
         12    4 slot size (192)
-        16    4 number of named fields in a slot (16)
+        16    4 number of named fields in a slot (17)
         20   44 zero
         64    8 generation G: the current slot is slot G % 2 (GENERATION)
         72   56 zero
@@ -31,8 +31,8 @@ Byte table (little-endian: the native order of every platform we run on, so
          0    4 CRC32 of bytes 8..192 of the slot (SLOT_HEAD)
          4    4 zero
          8    8 seq: the generation this slot was written as (SLOT_BODY from here)
-        16  128 the fields of `State`, in order, 8 bytes each
-       144   48 reserved for later fields (6 x u64, zero)
+        16  136 the fields of `State`, in order, 8 bytes each
+       152   40 reserved for later fields (5 x u64, zero)
 
 Invariants
 (S1) Slot G % 2 holds a complete state written as generation G, with a valid
@@ -125,13 +125,14 @@ class State(NamedTuple):
     epoch: int = 0  # bumped by each recovery
     sync_frames: int = 0  # frames the last group-commit sync made durable
     sync_us: int = 0  # how long that sync took, µs
+    sync_gen: int = 0  # group-commit syncs published: the next leader holds gate (sync_gen + 1) % 2
 
 
 FIELDS: Final = State._fields
 MAGIC: Final = b"MVCCSTAT"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 FILE_SIZE: Final = 4096
-RESERVED_FIELDS: Final = 6
+RESERVED_FIELDS: Final = 5
 
 HEADER: Final = struct.Struct("<8sIII44x")
 assert HEADER.size == 64

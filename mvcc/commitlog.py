@@ -25,22 +25,31 @@ Invariants
      in that process and no one waiting on that sync is acknowledged by it.
 (C5) A wait for durability ends in time: covered, or `LockWaitTimeout` naming
      the sync lock after `timeout` seconds.
+(C6) `sync_gen` (the number of syncs published) changes only in the
+     publication of a sync, by the holder of the sync lock, and the leader of
+     sync sync_gen + 1 holds gate (sync_gen + 1) % 2 exclusive from before it
+     reads the WAL end to sync until after it has published.  So a follower
+     that read sync_gen = g while a leader holds the sync lock, and then gets
+     gate (g + 1) % 2 shared, finds either sync g + 1 published or no leader
+     past its gate yet: never a missed wake-up that lasts.
 
 Group commit (`wait_durable`)
 -----------------------------
     until durable_ts >= mine:
         if the sync lock is free (try):             # lead
             re-read; covered meanwhile?  release, done
+            close gate (sync_gen + 1) % 2 (exclusive)
             gather: while fewer frames are pending (commit_ts - durable_ts)
                     than the last sync covered (sync_frames), and for at most
                     GATHER_FRACTION of the last sync's duration, sleep POLL
             upto = the WAL end now; wal.sync(upto)
-            with the commit lock: publish durable = upto, sync_frames, sync_us
-            release
-        else:                                       # follow: a leader is
-            first time: sleep FOLLOW_FRACTION of    #   gathering or syncing,
-                        the last sync's duration    #   and may cover me
-            later: sleep POLL
+            with the commit lock: publish durable = upto, sync_frames,
+                                  sync_us, sync_gen + 1
+            release the sync lock, then open the gate
+        else:                                       # follow
+            g = sync_gen; wait for gate (g + 1) % 2 shared, release it at once
+            sync_gen still g?  the leader had not closed its gate yet: sleep
+                               POLL once (rare; C6)
 The gather is PostgreSQL's commit_delay, sized by the log itself: the
 processes the last sync acknowledged are the likeliest to commit again, so
 the next leader waits (a fraction of one fsync at most) for as many frames as
@@ -49,18 +58,22 @@ committer that stops committing costs the next leader one bounded wait, after
 which the group shrinks.  Without the gather, one commit in flight per
 process splits N processes into two halves that take turns: the half waiting
 on a sync cannot append to the next one, so a sync covers about N / 2 frames
-(measured: 4 processes reached 2.0-2.2x one, against 2.75-3.18x with the
-gather; docs/benchmarks.md).
+(measured: 4 processes reached 2.0-2.2x one; docs/benchmarks.md).
 
-Followers poll rather than block.  Queued on the sync lock, each covered
-waiter would be woken only to pass the lock on, one process at a time
-(measured 1.69x); blocked on it shared, the woken followers hold up the next
-leader's exclusive lock (worse than 1x).  But polling through a whole sync
-costs CPU the next group's appends need on a small machine (4 followers
-polling every ~80 µs: 2.8 s of CPU in a 2 s run, against 1.8-2.2 s), so a
-follower first
-sleeps most of one sync: it almost always arrives while the group's leader
-is gathering or has just begun, and a sync takes about what the last took.
+The gate is PostgreSQL's and SQLite's "wait for the flush, woken by the
+flusher" made of file locks: one `flock` release wakes every follower of a
+sync at once, in the kernel, the moment the durable position is published.
+The leader opens its gate only after releasing the sync lock, so a woken
+follower that the sync did not cover can lead the next one at once.  Two
+gates, alternating by sync number: with one, the next leader's exclusive
+`flock` would queue behind the woken followers' shared ones.
+Rejected, measured (4 processes / 1, 1 ms emulated disk; docs/benchmarks.md):
+followers polling the state file with sleeps (a sleep overshoots by ~80 µs
+here, and sleeping most of a sync first to spare CPU made a follower late by
+a fraction of a sync: 2.3-3.2x, below the 3x floor on a busy machine);
+followers queueing on the sync lock (each covered waiter woken only to pass
+the lock on, one process at a time: 1.69x); followers blocking on the sync
+lock shared (they hold up the next leader's exclusive lock: worse than 1x).
 """
 
 from __future__ import annotations
@@ -76,7 +89,6 @@ from locking.statefile import State, StateFile
 from storage.wal import WAL, LogPosition
 
 __all__ = [
-    "FOLLOW_FRACTION",
     "GATHER_FRACTION",
     "MIN_GATHER",
     "POLL",
@@ -92,8 +104,6 @@ __all__ = [
 POLL: Final = 20e-6
 """The sleep between two looks at the state while waiting (a sleep this short
 returns after ~80-100 µs on the development VM: the kernel's timer slack)."""
-
-FOLLOW_FRACTION: Final = 0.7
 
 GATHER_FRACTION: Final = 0.4
 """A leader gathers for at most this fraction of the last sync's duration."""
@@ -152,7 +162,7 @@ def checkpoint_fields(start: LogPosition) -> dict[str, int]:
 class CommitLog:
     """Appends and group-commit syncs on one WAL, for one process.
 
-    `wal`, `state` and the two locks belong to the caller, who opens and closes
+    `wal`, `state` and the locks belong to the caller, who opens and closes
     them.  `timeout` bounds every lock wait and the wait for durability.
     """
 
@@ -162,6 +172,7 @@ class CommitLog:
         state: StateFile,
         commit_lock: FileLock,
         sync_lock: FileLock,
+        gates: tuple[FileLock, FileLock],
         *,
         timeout: float | None,
     ) -> None:
@@ -169,10 +180,12 @@ class CommitLog:
         self.state = state
         self.commit_lock = commit_lock
         self.sync_lock = sync_lock
+        self.gates = gates
         self.timeout = timeout
         self.syncs_led = 0  # syncs this process made for the group
         self.frames_gathered = 0  # frames those syncs covered
         self.gathers = 0  # leads that waited for siblings before their sync
+        self.open_gates = 0  # follows that found the gate not yet closed (C6)
 
     def append(self, state: State, payloads: Sequence[bytes]) -> State:
         """Append one frame per payload at the end `state` publishes; publish the
@@ -197,15 +210,10 @@ class CommitLog:
             return
         started = time.monotonic()
         deadline = None if self.timeout is None else started + self.timeout
-        sync_lock = self.sync_lock
-        first = True
+        sync_lock, gates = self.sync_lock, self.gates
         while True:
             if sync_lock.try_acquire():
-                try:
-                    if read().durable_ts < ts:
-                        self._lead()
-                finally:
-                    sync_lock.release()
+                self._lead(ts)
                 # A leader's sync covers its own frame (C3), unless the sync
                 # failed, and then _lead raised.
                 return
@@ -215,16 +223,42 @@ class CommitLog:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise LockWaitTimeout(sync_lock.name, seconds=now - started, path=sync_lock.path)
-            pause = POLL
-            if first:
-                first = False
-                pause = FOLLOW_FRACTION * state.sync_us / 1e6
-            time.sleep(pause if deadline is None else min(pause, deadline - now))
+            gate = gates[(state.sync_gen + 1) & 1]
+            try:
+                gate.acquire(None if deadline is None else deadline - now, shared=True)
+            except LockWaitTimeout:
+                now = time.monotonic()
+                raise LockWaitTimeout(
+                    sync_lock.name, seconds=now - started, path=sync_lock.path
+                ) from None
+            gate.release()
+            after = read()
+            if after.durable_ts >= ts:
+                return
+            if after.sync_gen == state.sync_gen:
+                self.open_gates += 1
+                time.sleep(POLL)  # C6: its leader is about to close the gate
 
-    def _lead(self) -> None:
-        """Gather, sync everything appended so far, publish it (C3, C4)."""
+    def _lead(self, ts: int) -> None:
+        """Holding the sync lock: unless `ts` is covered meanwhile, close the
+        gate, gather, sync everything appended so far, publish it (C3, C4, C6);
+        release the sync lock, then the gate."""
         read = self.state.read
-        state = read()
+        gate = None
+        try:
+            state = read()
+            if state.durable_ts >= ts:
+                return
+            gate = self.gates[(state.sync_gen + 1) & 1]
+            gate.acquire(self.timeout)
+            self._gather_and_sync(read())
+        finally:
+            self.sync_lock.release()  # first: a woken follower not covered may lead
+            if gate is not None and gate.held:
+                gate.release()
+
+    def _gather_and_sync(self, state: State) -> None:
+        read = self.state.read
         target, last_sync = state.sync_frames, state.sync_us / 1e6
         gather = GATHER_FRACTION * last_sync
         if state.commit_ts - state.durable_ts < target and gather >= MIN_GATHER:
@@ -249,6 +283,7 @@ class CommitLog:
                     **durable_fields(upto),
                     sync_frames=synced - now.durable_ts,
                     sync_us=int(took * 1e6),
+                    sync_gen=now.sync_gen + 1,
                 )
                 self.syncs_led += 1
                 self.frames_gathered += synced - now.durable_ts

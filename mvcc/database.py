@@ -270,7 +270,12 @@ class Database:
                 contextlib.closing(Registry(os.path.join(self.path, "readers")))
             )
             self.log = CommitLog(
-                self.wal, self.state, self.locks.commit, self.locks.sync, timeout=lock_timeout
+                self.wal,
+                self.state,
+                self.locks.commit,
+                self.locks.sync,
+                (self.locks.gate0, self.locks.gate1),
+                timeout=lock_timeout,
             )
             self.ids = IdAllocator(
                 os.path.join(self.path, "ids"),

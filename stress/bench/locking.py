@@ -414,7 +414,9 @@ def _group_worker(directory: str, seconds: float, index: int, barrier: Any, conn
         )
         locks = stack.enter_context(LockSet(directory, timeout=CHILD_TIMEOUT))
         state = stack.enter_context(StateFile(os.path.join(directory, "state")))
-        log = CommitLog(wal, state, locks.commit, locks.sync, timeout=CHILD_TIMEOUT)
+        log = CommitLog(
+            wal, state, locks.commit, locks.sync, (locks.gate0, locks.gate1), timeout=CHILD_TIMEOUT
+        )
         commit, read, append, wait_durable = locks.commit, state.read, log.append, log.wait_durable
         frames = 0
         barrier.wait(CHILD_TIMEOUT)

@@ -194,15 +194,15 @@ def test_byte_layout(tmp_path: Path) -> None:
     with StateFile(path) as sf:
         sf.write(State(*range(100, 100 + len(FIELDS))))
     raw = path.read_bytes()
-    assert HEADER.unpack_from(raw, 0) == (b"MVCCSTAT", 1, SLOT_SIZE, len(FIELDS))
+    assert HEADER.unpack_from(raw, 0) == (b"MVCCSTAT", 2, SLOT_SIZE, len(FIELDS))
     assert GENERATION.unpack_from(raw, 64) == (1,)
     slot = raw[SLOT_OFFSETS[1] : SLOT_OFFSETS[1] + SLOT_SIZE]
     assert int.from_bytes(slot[8:16], "little") == 1  # seq
-    assert len(FIELDS) == 16
-    assert [int.from_bytes(slot[16 + 8 * k : 24 + 8 * k], "little") for k in range(16)] == list(
-        range(100, 116)
+    assert len(FIELDS) == 17
+    assert [int.from_bytes(slot[16 + 8 * k : 24 + 8 * k], "little") for k in range(17)] == list(
+        range(100, 117)
     )
-    assert slot[144:] == bytes(48)  # reserved
+    assert slot[152:] == bytes(40)  # reserved
 
 
 # -- creation, damage, recovery --------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_processes_racing_to_create_the_file_all_get_a_valid_one(
     ("damage", "message"),
     [
         (lambda raw: b"NOTSTATE" + raw[8:], "not a state file"),
-        (lambda raw: raw[:8] + (2).to_bytes(4, "little") + raw[12:], "version 2"),
+        (lambda raw: raw[:8] + (3).to_bytes(4, "little") + raw[12:], "version 3"),
         (lambda raw: raw[:100], "100 bytes"),
         (lambda raw: raw[:140] + bytes([raw[140] ^ 1]) + raw[141:], "checksum"),
         (lambda raw: raw[:64] + (1).to_bytes(8, "little") + raw[72:], "checksum"),

@@ -17,7 +17,14 @@ import pytest
 from locking.errors import LockWaitTimeout
 from locking.filelock import FileLock, LockSet
 from locking.statefile import StateFile
-from mvcc.commitlog import GATHER_FRACTION, CommitLog, durable_end, end_fields, wal_end
+from mvcc.commitlog import (
+    GATHER_FRACTION,
+    CommitLog,
+    durable_end,
+    durable_fields,
+    end_fields,
+    wal_end,
+)
 from storage.errors import LogFailed
 from storage.wal import END_OF_FILE, WAL
 from tests.support.faults import FsyncSwitch
@@ -40,7 +47,9 @@ def opened(
         LockSet(directory, timeout=timeout) as locks,
         StateFile(directory / "state") as sf,
     ):
-        yield CommitLog(wal, sf, locks.commit, locks.sync, timeout=timeout)
+        yield CommitLog(
+            wal, sf, locks.commit, locks.sync, (locks.gate0, locks.gate1), timeout=timeout
+        )
 
 
 def commit(log: CommitLog, payload: bytes) -> int:
@@ -179,23 +188,73 @@ def test_a_failed_sync_publishes_nothing_and_another_leader_covers(tmp_path: Pat
             bad.append(bad.state.read(), [b"y"])  # the failed log refuses for good
 
 
-def test_a_wait_behind_a_stuck_leader_times_out_naming_the_sync_lock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gate", [None, "gate1"], ids=["sync-lock-only", "sync-lock-and-gate"])
+def test_a_wait_behind_a_stuck_leader_times_out_naming_the_sync_lock(
+    tmp_path: Path, gate: str | None
+) -> None:
+    """C5, whether the follower finds the gate open (it polls) or closed (it
+    blocks on it shared): after `timeout` it raises, naming the sync lock."""
     init(tmp_path)
     with opened(tmp_path, timeout=0.2) as log:
         with log.commit_lock:
             mine = log.append(log.state.read(), [b"x"]).commit_ts
-        stuck = FileLock(tmp_path / "sync.lock", "sync")
-        stuck.acquire(1)  # a leader that never finishes
+        stuck = [FileLock(tmp_path / "sync.lock", "sync")]
+        if gate is not None:
+            stuck.append(FileLock(tmp_path / f"{gate}.lock", gate))  # sync_gen 0: gate 1
+        for lock in stuck:
+            lock.acquire(1)  # a leader that never finishes
         try:
             started = time.monotonic()
             with pytest.raises(LockWaitTimeout, match="sync") as info:
                 log.wait_durable(mine)
             assert 0.2 <= time.monotonic() - started < 2
             assert info.value.seconds >= 0.2
+            assert info.value.name == "sync"
         finally:
-            stuck.close()
+            for lock in stuck:
+                lock.close()
         log.wait_durable(mine)  # the lock is free again: it leads and syncs
         assert log.state.read().durable_ts == mine
+        assert log.state.read().sync_gen == 1
+
+
+def test_a_follower_sleeps_on_the_gate_until_the_leader_publishes(tmp_path: Path) -> None:
+    """C6: a follower blocks on the closed gate (no poll: `open_gates` stays 0)
+    and returns once the leader published its sync and opened the gate."""
+    init(tmp_path)
+    with opened(tmp_path) as log, opened(tmp_path) as leader:
+        with log.commit_lock:
+            mine = log.append(log.state.read(), [b"x"]).commit_ts
+        leader.sync_lock.acquire(1)
+        leader.gates[1].acquire(1)  # what a leader of sync 1 holds
+        returned = threading.Event()
+        errors: list[BaseException] = []
+
+        def follow() -> None:
+            try:
+                log.wait_durable(mine)
+            except BaseException as exc:  # reported to the test thread
+                errors.append(exc)
+            returned.set()
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        try:
+            assert not returned.wait(0.3)  # the frame is not durable: it waits
+            state = leader.state.read()
+            leader.wal.sync(wal_end(state))
+            with leader.commit_lock:
+                leader.state.write(
+                    state, **durable_fields(wal_end(state)), sync_gen=state.sync_gen + 1
+                )
+            assert not returned.wait(0.1) or errors  # published, but the gate is closed
+        finally:
+            leader.sync_lock.release()
+            leader.gates[1].release()
+        assert returned.wait(5)
+        thread.join(5)
+        assert errors == []
+        assert log.open_gates == 0 and log.syncs_led == 0 and log.wal.syncs == 0
 
 
 def test_append_refuses_without_the_commit_lock(tmp_path: Path) -> None:
