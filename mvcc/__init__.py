@@ -2,8 +2,7 @@
 
 `mvcc.open` returns a `Database` (mvcc/database.py); `db.table(...)` a `Table`;
 the public error hierarchy (`mvcc.errors`) is re-exported here, as DESIGN
-section 2 fixes.  In progress (issue 5): checkpoints into the page file, the
-remaining open options, retries; the query builder comes with issue 6.
+section 2 fixes, with `where` (mvcc/query.py) and `Result` (mvcc/result.py).
 """
 
 from __future__ import annotations
@@ -14,12 +13,21 @@ from typing import Any
 from . import errors
 from .database import Database
 from .errors import *  # noqa: F403  (the public hierarchy is part of the top-level API)
+from .query import where
+from .result import Result
 from .table import Table
 
 # Silent by default, as a library should be: the application configures logging.
 logging.getLogger("mvcc").addHandler(logging.NullHandler())
 
-__all__ = ["Database", "Table", "open", *(name for name in errors.__all__ if name != "translate")]
+__all__ = [
+    "Database",
+    "Result",
+    "Table",
+    "open",
+    "where",
+    *(name for name in errors.__all__ if name != "translate"),
+]
 
 
 def open(path: str, **options: Any) -> Database:

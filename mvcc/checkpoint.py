@@ -17,9 +17,14 @@ Algorithm (`checkpoint`, checkpoint lock held)
        the log is whole up to the point the page file will claim.
     6. One page-file write: for each touched key, the new versions followed by
        the chain stored so far, pruned at the horizon ts (versions.py V2);
-       an empty chain deletes the key.  The meta's user bytes name target.
-       Commit (pagefile.py P2: pages, sync, meta, sync), reusing only pages
-       freed at or before the horizon gen.
+       an empty chain deletes the key.  Then the index trees, in the same
+       write (versions.py V4): under the catalog as the fold leaves it, each
+       index of a table gets, for every key the fold touched, the entries of
+       its new chain that the old chain lacked and loses those the new one
+       lacks; an index with no tree yet gets one built from the whole table
+       tree; an index tree no catalog row names any more is dropped.  The
+       meta's user bytes name target.  Commit (pagefile.py P2: pages, sync,
+       meta, sync), reusing only pages freed at or before the horizon gen.
     7. Under the commit lock, publish checkpoint gen, ts and position.
     8. Delete the WAL segments wholly before target's segment.
 
@@ -49,13 +54,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from locking.statefile import State
+from storage.codec import unpack_doc
 from storage.errors import CorruptPage
-from storage.pagefile import Meta, PageFile
+from storage.pagefile import Meta, PageFile, WriteTxn
 from storage.wal import WAL, LogPosition
 
 from .commitlog import durable_end
-from .memtable import decode_frame
-from .versions import Chain, decode_chain, encode_chain, prune, tree_name
+from .index import IndexDef, indexes_of
+from .memtable import CATALOG, decode_frame
+from .versions import (
+    Chain,
+    chain_entries,
+    decode_chain,
+    encode_chain,
+    index_tree_name,
+    prune,
+    tree_name,
+)
 
 if TYPE_CHECKING:
     from .database import Database
@@ -155,28 +170,73 @@ def _fold(
     keys = pruned = 0
     txn = pages.begin(horizon=horizon[1])
     try:
+        folded: dict[int, list[tuple[bytes, Chain, Chain]]] = {}
         for tid in sorted(changes):
             tree = txn.tree(tree_name(tid), create=True)
             assert tree is not None  # create=True
             where = pages.name
+            out = folded[tid] = []
             for key in sorted(changes[tid]):
                 chain = changes[tid][key]
                 stored = tree.get(key)
-                if stored is not None:
-                    chain = chain + decode_chain(stored, where)
-                kept = prune(chain, horizon[0])
-                pruned += len(chain) - len(kept)
+                old = [] if stored is None else decode_chain(stored, where)
+                kept = prune(chain + old, horizon[0])
+                pruned += len(chain) + len(old) - len(kept)
                 keys += 1
+                out.append((key, old, kept))
                 if kept:
                     tree.put(key, encode_chain(kept))
                 elif stored is not None:
                     tree.delete(key)
+        _fold_indexes(txn, folded, pages.name)
         txn.user_meta = target.pack()
         meta = txn.commit()
     except BaseException:
         txn.abort()
         raise
     return meta, keys, pruned
+
+
+def _catalog(txn: WriteTxn, where: str) -> dict[int, tuple[IndexDef, ...]]:
+    """Table id -> its indexes, from the newest version of each catalog row."""
+    tree = txn.tree(tree_name(CATALOG))
+    out: dict[int, tuple[IndexDef, ...]] = {}
+    if tree is not None:
+        for _name, data in tree.cursor():
+            newest = decode_chain(data, where)[0][1]
+            if newest is not None:
+                row = unpack_doc(newest)
+                out[row["id"]] = indexes_of(row)
+    return out
+
+
+def _fold_indexes(
+    txn: WriteTxn, folded: dict[int, list[tuple[bytes, Chain, Chain]]], where: str
+) -> None:
+    """Step 6's index trees (versions.py V4)."""
+    catalog = _catalog(txn, where)
+    live = {index_tree_name(i.id) for indexes in catalog.values() for i in indexes}
+    for name in txn.names():
+        if name[:1] == b"i" and name not in live:
+            txn.drop_tree(name)
+    for tid, indexes in catalog.items():
+        for index in indexes:
+            tree = txn.tree(index_tree_name(index.id))
+            if tree is None:
+                tree = txn.tree(index_tree_name(index.id), create=True)
+                assert tree is not None  # create=True
+                table = txn.tree(tree_name(tid))
+                for key, data in () if table is None else table.cursor():
+                    for entry in chain_entries(key, decode_chain(data, where), index):
+                        tree.put(entry, b"")
+                continue
+            for key, old, kept in folded.get(tid, ()):
+                before = chain_entries(key, old, index)
+                after = chain_entries(key, kept, index)
+                for entry in before - after:
+                    tree.delete(entry)
+                for entry in after - before:
+                    tree.put(entry, b"")
 
 
 def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:

@@ -49,6 +49,15 @@ Invariants
 (D7) A commit that loses a conflict raises only once the commits it lost to are
      durable: the retry's snapshot (the durable ts, D1) then includes them,
      instead of losing to them again while their group commit is in flight.
+(D8) Indexes (`_check_indexes`): inside the same validation (so under the
+     commit lock when another commit landed since the early one), every
+     written document is checked against the table's indexes as the *newest*
+     catalog row lists them, not the snapshot's: no NaN in an indexed field,
+     and a unique value held by no other record's newest version nor by
+     another write of the transaction.  Two processes racing to commit one
+     unique value are serialised by the commit lock: the second sees the
+     first's version and raises UniqueViolation.  A transaction that creates a
+     unique index checks the whole table's newest versions the same way.
 """
 
 from __future__ import annotations
@@ -56,12 +65,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 from locking import forksafe
@@ -73,7 +83,7 @@ from storage.codec import pack_doc, unpack_doc
 from storage.crypto import PageCipher, create_key_file, load_key_file
 from storage.errors import CorruptPage, StorageError
 from storage.format import DEFAULT_PAGE_SIZE
-from storage.keys import decode_key, encode_key
+from storage.keys import decode_key, encode_key, prefix_end
 from storage.pagefile import PageFile, check_page_size
 from storage.wal import DEFAULT_SEGMENT_SIZE, WAL, Durability, LogPosition
 
@@ -89,8 +99,24 @@ from .commitlog import (
     end_fields,
     wal_end,
 )
-from .errors import ClosedError, ConflictError, InvalidKey, ValidationError, translate
+from .errors import (
+    ClosedError,
+    ConflictError,
+    InvalidKey,
+    UniqueViolation,
+    ValidationError,
+    translate,
+)
 from .ids import IdAllocator
+from .index import (
+    IndexDef,
+    check_document,
+    entry_key,
+    entry_values,
+    index_fields,
+    indexes_of,
+    unique_prefix,
+)
 from .memtable import CATALOG, MISSING, Memtable, encode_frame
 from .schema import Schema
 from .table import Table
@@ -216,6 +242,7 @@ class Database:
         self.compress = compression == "zlib"
         self._closed = True
         self._latch = threading.RLock()  # the memtable and local state of this process
+        self._index_cache: dict[int, tuple[tuple[int, int], tuple[IndexDef, ...]]] = {}
         self._names: dict[int, str] = {CATALOG: "the table catalog"}  # table id -> name
         self._current: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
             f"mvcc-tx-{id(self)}", default=None
@@ -551,6 +578,146 @@ class Database:
             if value is not MISSING and value is not None:
                 yield key, value
 
+    # -- indexes (mvcc/index.py) ---------------------------------------------------
+
+    def _index_entries(
+        self, tid: int, index: IndexDef, lo: bytes | None, hi: bytes | None, view: PageView
+    ) -> list[bytes]:
+        """Entries of `index` in [lo, hi) of committed versions, sorted: the memtable
+        part (M6) and the page view's (V4).  A superset of what any snapshot reading
+        through `view` sees; the caller re-checks each hit."""
+        with self._latch:  # a SortedSet is not safe to iterate while another thread applies
+            part = self.memtable.index_part(tid, index)
+            mine = list(part.irange(lo, hi, inclusive=(True, False)))
+        theirs = view.index_entries(tid, index, lo, hi)
+        if not mine or not theirs:
+            return mine or theirs
+        return sorted(set(mine).union(theirs))
+
+    def _latest_view(self, state: State) -> PageView:
+        """A view that, with the memtable caught up to `state`, reads the newest
+        committed versions (M5; latch held)."""
+        view, memtable = self._view, self.memtable
+        if view.gen < state.checkpoint_gen or view.ts < max(memtable.gap_ts, memtable.trimmed_ts):
+            view = self._refresh_view()
+        return view
+
+    def _latest_indexes(self, tid: int, state: State, view: PageView) -> tuple[IndexDef, ...]:
+        """The indexes of table `tid` as the newest committed catalog row has them;
+        cached until the row has a newer version (or the view a newer generation)."""
+        name = self._names.get(tid)
+        if name is None:
+            return ()
+        key = encode_key((name,))
+        mark = (self.memtable.newest_ts(CATALOG, key), view.gen)
+        cached = self._index_cache.get(tid)
+        if cached is not None and cached[0] == mark:
+            return cached[1]
+        row = self._read(CATALOG, key, state.commit_ts, view)
+        indexes = () if row is None else indexes_of(unpack_doc(row))
+        self._index_cache[tid] = (mark, indexes)
+        return indexes
+
+    def _check_indexes(self, tx: Transaction, state: State) -> None:
+        """Under the newest catalog: no NaN in an indexed field (N2), and no value of
+        a unique index taken by another record's newest version or by another
+        write of `tx` (N3).  Latch held; the memtable is caught up to `state`."""
+        view = self._latest_view(state)
+        by_table: dict[int, list[tuple[bytes, bytes]]] = {}
+        for (tid, key), value in tx.writes.items():
+            if tid != CATALOG and value is not None:
+                by_table.setdefault(tid, []).append((key, value))
+        for tid, tid_writes in by_table.items():
+            indexes = self._latest_indexes(tid, state, view)
+            if not indexes:
+                continue
+            uniques = [index for index in indexes if index.unique]
+            taken: dict[tuple[int, bytes], bytes] = {}  # (index id, prefix) -> key
+            for key, value in tid_writes:
+                doc = unpack_doc(value)
+                check_document(doc, indexes)
+                for index in uniques:
+                    prefix = unique_prefix(doc, index)
+                    if prefix is None:
+                        continue
+                    other: bytes | None = taken.setdefault((index.id, prefix), key)
+                    if other == key:
+                        other = self._holder(tx, tid, index, prefix, key, state, view)
+                    if other is not None:
+                        raise self._unique_violation(tid, index, doc)
+        for tid, index in tx.unique_builds:
+            self._check_unique_build(tx, tid, index, state, view)
+
+    def _holder(
+        self,
+        tx: Transaction,
+        tid: int,
+        index: IndexDef,
+        prefix: bytes,
+        key: bytes,
+        state: State,
+        view: PageView,
+    ) -> bytes | None:
+        """Another record whose newest version (or `tx`'s write of it) holds the
+        unique value `prefix` in `index`, or None."""
+        for entry in self._index_entries(tid, index, prefix, prefix_end(prefix), view):
+            other = encode_key((decode_key(entry)[-1],))
+            if other == key:
+                continue
+            value = tx.writes.get((tid, other), MISSING)
+            if value is MISSING:
+                value = self._read(tid, other, state.commit_ts, view)
+            if value is not None and unique_prefix(unpack_doc(value), index) == prefix:
+                return other
+        return None
+
+    def _check_unique_build(
+        self, tx: Transaction, tid: int, index: IndexDef, state: State, view: PageView
+    ) -> None:
+        """A unique index `tx` creates holds for the newest versions of the table."""
+        seen: dict[bytes, bytes] = {}
+        mine = {key: value for (t, key), value in tx.writes.items() if t == tid}
+        for key, stored in self._scan(tid, None, None, state.commit_ts, view):
+            newest = mine.pop(key, stored)
+            if newest is not None:
+                self._claim(seen, tid, index, unpack_doc(newest), key)
+        for key, written in mine.items():
+            if written is not None:
+                self._claim(seen, tid, index, unpack_doc(written), key)
+
+    def _claim(
+        self, seen: dict[bytes, bytes], tid: int, index: IndexDef, doc: dict[str, Any], key: bytes
+    ) -> None:
+        check_document(doc, (index,))
+        prefix = unique_prefix(doc, index)
+        if prefix is not None and seen.setdefault(prefix, key) != key:
+            raise self._unique_violation(tid, index, doc)
+
+    def _unique_violation(self, tid: int, index: IndexDef, doc: dict[str, Any]) -> UniqueViolation:
+        table = self._names.get(tid, f"table id {tid}")
+        values = entry_values(doc, index)
+        value = values[0] if values is not None and len(values) == 1 else values
+        return UniqueViolation(table=table, field=index.name, value=value)
+
+    def _phantom(self, tx: Transaction) -> None:
+        """Serializable (T3): a version committed after the snapshot with an entry
+        in an index range `tx` read aborts it (a phantom).  Latch held."""
+        memtable, snapshot = self.memtable, tx.snapshot
+        view = None
+        if snapshot < max(memtable.gap_ts, memtable.trimmed_ts):
+            view = self._refresh_view()
+        for tid, index, lo, hi in tx.index_ranges:
+            newer: Iterator[tuple[bytes, bytes | None]] = memtable.versions_after(tid, snapshot)
+            if view is not None:
+                newer = itertools.chain(newer, _chain_versions_after(view, tid, snapshot))
+            for key, value in newer:
+                if value is None:
+                    continue
+                entry = entry_key(unpack_doc(value), index, decode_key(key)[0])
+                if entry is not None and (lo is None or entry >= lo) and (hi is None or entry < hi):
+                    how = f"did not see in its range of the index on {index.name} (a phantom)"
+                    raise self._conflict(tid, key, how)
+
     def _commit(self, tx: Transaction) -> int:
         """Validate and append `tx`'s write set; return its commit ts (D2, D3)."""
         commit_lock = self.locks.commit
@@ -567,7 +734,7 @@ class Database:
             try:
                 with self._latch:
                     self._catch_up(state, wal_end(state))
-                    self._validate(tx)
+                    self._validate(tx, state)
                 commit_lock.acquire(self.lock_timeout)
                 waited = time.perf_counter() - began
                 if waited >= SLOW_WAIT:
@@ -577,7 +744,7 @@ class Database:
                     with self._latch:
                         if state.commit_ts != early.commit_ts:
                             self._catch_up(state, wal_end(state))
-                            self._validate(tx)
+                            self._validate(tx, state)
                         state = self.log.append(state, [payload])
                         self.memtable.apply(state.commit_ts, writes)
                         self.memtable.position = wal_end(state)
@@ -602,8 +769,9 @@ class Database:
             except (LockWaitTimeout, StorageError) as exc:
                 log.debug("after a conflict, ts %d did not become durable: %s", ts, exc)
 
-    def _validate(self, tx: Transaction) -> None:
-        """First committer wins; under serializable, reads and ranges too (T3).
+    def _validate(self, tx: Transaction, state: State) -> None:
+        """First committer wins; under serializable, reads and ranges too (T3);
+        then the indexes' rules under the newest catalog (`_check_indexes`).
 
         The memtable holds every version newer than the snapshot unless a skip
         or a trim passed it (M5); then the newest checkpoint's trees are asked
@@ -624,6 +792,8 @@ class Database:
             for tid, key in tx.reads:
                 if newest(tid, key) > snapshot:
                     raise self._conflict(tid, key, "read")
+            if tx.index_ranges:
+                self._phantom(tx)
             for tid, lo, hi in tx.ranges:
                 changed = memtable.changed_after(tid, snapshot, lo, hi)
                 if changed is None and view is not None:
@@ -637,6 +807,7 @@ class Database:
                     )
                 if changed is not None:
                     raise self._conflict(tid, changed, "scanned")
+        self._check_indexes(tx, state)
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -679,8 +850,19 @@ class Database:
 
     # -- tables ------------------------------------------------------------------
 
-    def table(self, name: str, *, primary_key: str = "_id", schema: Any = None) -> Table:
-        """The table `name`, created (in the caller's transaction, or its own) if missing."""
+    def table(
+        self,
+        name: str,
+        *,
+        primary_key: str = "_id",
+        indexes: Iterable[Any] = (),
+        unique: Iterable[Any] = (),
+        schema: Any = None,
+    ) -> Table:
+        """The table `name`, created (in the caller's transaction, or its own) if
+        missing; the indexes named in `indexes` and `unique` (a field, or a tuple
+        of fields for a composite index) are created if missing, as
+        `create_index` does."""
         self._check_open()
         if type(name) is not str or not name:
             raise ValidationError(f"a table name is a non-empty str, not {name!r}", field="name")
@@ -688,6 +870,8 @@ class Database:
             raise ValidationError(
                 f"primary_key is a non-empty str, not {primary_key!r}", field="primary_key"
             )
+        wanted = [(index_fields(f, what="index"), False) for f in _listed(indexes, "indexes")]
+        wanted += [(index_fields(f, what="unique index"), True) for f in _listed(unique, "unique")]
         compiled = None if schema is None else Schema.compile(schema)
         key = encode_key((name,))
         for _attempt in range(10):
@@ -695,20 +879,29 @@ class Database:
                 with self.transaction() as tx:
                     row = tx.read(CATALOG, key)
                     if row is not None:
-                        return self._table_from_row(name, unpack_doc(row))
-                    tid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
-                    spec = {
-                        "id": tid,
-                        "primary_key": primary_key,
-                        "schema": None if compiled is None else compiled.to_spec(),
-                    }
-                    tx.write(CATALOG, key, pack_doc(spec))
-                    return self._table_from_row(name, spec)
+                        table = self._table_from_row(name, unpack_doc(row))
+                    else:
+                        spec = {
+                            "id": self._new_object_id(),
+                            "primary_key": primary_key,
+                            "schema": None if compiled is None else compiled.to_spec(),
+                            "indexes": [],
+                        }
+                        tx.write(CATALOG, key, pack_doc(spec))
+                        table = self._table_from_row(name, spec)
+                    for fields, is_unique in wanted:
+                        table.create_index(*fields, unique=is_unique)
+                    return table
             except ConflictError:
                 if self.current() is not None:
                     raise
                 # another process created it at the same moment: read theirs
         raise ConflictError(f"table {name!r} kept changing while being opened", table=name)
+
+    @staticmethod
+    def _new_object_id() -> int:
+        """A table or index id: random, so processes never need to agree on one."""
+        return int.from_bytes(os.urandom(8), "big") >> 1 or 1
 
     def _table_from_row(self, name: str, row: dict[str, Any]) -> Table:
         schema = None if row.get("schema") is None else Schema.compile(row["schema"])
@@ -740,3 +933,26 @@ class Database:
 
     def __getstate__(self) -> Any:
         raise TypeError("a Database cannot be pickled; open it in each process")
+
+
+def _chain_versions_after(
+    view: PageView, tid: int, snapshot: int
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """(key, value) of the versions newer than `snapshot` in the view's table tree."""
+    for key, data in view.items(tid, None, None):
+        if head_ts(data, view.where) > snapshot:
+            for ts, value in decode_chain(data, view.where):
+                if ts <= snapshot:
+                    break
+                yield key, value
+
+
+def _listed(value: Any, name: str) -> list[Any]:
+    """`indexes=` / `unique=`: a list or tuple of index specs (a bare str is one)."""
+    if type(value) is str:
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(
+            f"{name} is a list of fields or tuples of fields, not {value!r}", field=name
+        )
+    return list(value)

@@ -37,6 +37,17 @@ read them: `skip_to` moves its position to the checkpoint's and records the
 gap.  `trim(F)` drops versions at or below F once no transaction of this
 process reads with a lower floor, which bounds the memtable by the WAL since
 the last checkpoint.
+
+Index parts.  For a secondary index (mvcc/index.py) a process keeps, per
+table and index, a `SortedSet` of the entries of every version here: the
+recent part of the index, which the page file's index trees do not have yet.
+A part is built on first use (`index_part`) from the versions here, then kept
+up to date by `apply`.  (M6) A built part holds the entry of every non-
+tombstone version in this memtable (a superset of what any snapshot sees:
+readers re-check each hit against the version they see).  `trim` and
+`skip_to` drop the parts, which the next use rebuilds: both are rare (after
+checkpoints), and a removal would have to know whether another version of
+the same record still has that entry.
 """
 
 from __future__ import annotations
@@ -44,11 +55,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedDict, SortedSet
 
-from storage.codec import pack, unpack
+from storage.codec import pack, unpack, unpack_doc
 from storage.errors import CorruptPage
+from storage.keys import decode_key
 from storage.wal import WAL, LogPosition
+
+from .index import IndexDef, entry_key
 
 __all__ = [
     "CATALOG",
@@ -109,6 +123,7 @@ class Memtable:
         self.gap_ts = base.next_ts - 1  # M5: versions at or below it may be missing
         self.trimmed_ts = 0
         self.versions = 0
+        self.parts: dict[int, dict[int, tuple[IndexDef, SortedSet]]] = {}  # M6
 
     def skip_to(self, checkpoint: LogPosition) -> None:
         """Continue from `checkpoint` (a page file holds everything before it)
@@ -116,6 +131,7 @@ class Memtable:
         if checkpoint.next_ts > self.position.next_ts:
             self.position = checkpoint
             self.gap_ts = checkpoint.next_ts - 1
+            self.parts.clear()
 
     def trim(self, floor: int) -> int:
         """Drop every version at or below `floor`; return how many (M5)."""
@@ -137,6 +153,8 @@ class Memtable:
                 del table[key]
         self.trimmed_ts = floor
         self.versions -= dropped
+        if dropped:
+            self.parts.clear()  # M6: rebuilt on next use
         return dropped
 
     def apply(self, ts: int, writes: Iterable[Write]) -> None:
@@ -153,7 +171,24 @@ class Memtable:
                 table[key] = [(ts, value)]
             else:
                 chain.insert(0, (ts, value))
+            parts = self.parts.get(tid)
+            if parts and value is not None:
+                _add_entries(parts.values(), key, value)
         self.versions += n
+
+    def index_part(self, tid: int, index: IndexDef) -> SortedSet:
+        """The entries of `index` for every version here (M6), built on first use."""
+        parts = self.parts.setdefault(tid, {})
+        part = parts.get(index.id)
+        if part is None:
+            entries = SortedSet()
+            for key, chain in self.tables.get(tid, {}).items():
+                for _ts, value in chain:
+                    if value is not None:
+                        _add_entries(((index, entries),), key, value)
+            parts[index.id] = (index, entries)
+            return entries
+        return part[1]
 
     def catch_up(self, wal: WAL, upto: LogPosition) -> int:
         """Apply every frame before `upto` not applied yet; return how many.
@@ -181,6 +216,17 @@ class Memtable:
         return applied
 
     # -- reads -------------------------------------------------------------------------
+
+    def versions_after(self, tid: int, snapshot: int) -> Iterator[tuple[bytes, bytes | None]]:
+        """(key, value) of every version of the table newer than `snapshot`."""
+        table = self.tables.get(tid)
+        if table is None:
+            return
+        for key, chain in table.items():
+            for ts, value in chain:
+                if ts <= snapshot:
+                    break
+                yield key, value
 
     def version(self, tid: int, key: bytes, snapshot: int, floor: int = 0) -> bytes | Any | None:
         """The value of the newest version with floor < ts <= snapshot, or MISSING."""
@@ -221,3 +267,12 @@ class Memtable:
             if table[key][0][0] > snapshot:
                 return key  # type: ignore[no-any-return]
         return None
+
+
+def _add_entries(parts: Iterable[tuple[IndexDef, SortedSet]], key: bytes, value: bytes) -> None:
+    doc = unpack_doc(value)
+    pk = decode_key(key)[0]
+    for index, entries in parts:
+        entry = entry_key(doc, index, pk)
+        if entry is not None:
+            entries.add(entry)

@@ -13,18 +13,39 @@ Invariants
 (B2) The primary key field is in every stored document and equals its key.
 (B3) `insert` of a key that exists is an error (UniqueViolation on the
      primary key); `put` replaces; `update` merges or applies a callable.
+(B4) Every write checks the table's indexes as the transaction's snapshot
+     lists them (NaN in an indexed field, a unique value another record or
+     another write of the transaction holds) before it is buffered; the commit
+     checks them again under the newest catalog (Database._check_indexes),
+     which is what holds across processes.
+(B5) A query read through an index yields a record only when the entry it
+     came from is the entry of the version the transaction sees and the query
+     matches that version: stale entries of older or newer versions are
+     skipped, so index reads are exactly what a full scan would return.
+
+Queries (the executor): `compile_query` (mvcc/query.py), `plan`
+(mvcc/planner.py) picks an index and key ranges or a full scan; the ranges
+are walked in entry order, each entry's record read at the snapshot and
+re-checked (B5); then sorted in memory unless the index order is the order
+asked for, and cut to offset/limit (early, when the order allows).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from storage.codec import pack_doc, unpack_doc
 from storage.errors import EncodeError
-from storage.keys import encode_key
+from storage.keys import decode_key, encode_key, prefix_end
 
-from .errors import ClosedError, UniqueViolation, ValidationError, public_error
+from .errors import ClosedError, TableNotFound, UniqueViolation, ValidationError, public_error
+from .index import IndexDef, check_document, entry_key, index_fields, indexes_of, unique_prefix
+from .memtable import CATALOG
+from .planner import Plan, order_key, plan
+from .query import Query, QueryLike, compile_query
+from .result import Result
 from .schema import Schema
 
 if TYPE_CHECKING:
@@ -33,18 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Table"]
 
-Query = Callable[[dict[str, Any]], bool] | dict[str, Any] | None
 
-
-def _matcher(query: Query) -> Callable[[dict[str, Any]], bool]:
-    if query is None:
-        return lambda doc: True
-    if isinstance(query, dict):
-        items = list(query.items())
-        return lambda doc: all(k in doc and doc[k] == v for k, v in items)
-    if callable(query):
-        return query
-    raise ValidationError(f"a query is a dict or a callable, not {type(query).__name__}")
+def _is_query(target: Any) -> bool:
+    """`update`/`delete` take a primary key or a query: a query is a dict, a
+    query node or another callable; a key is a scalar (keys.py's types)."""
+    return isinstance(target, (dict, Query)) or callable(target)
 
 
 class _Scope:
@@ -88,6 +102,7 @@ class Table:
         self.tid = tid
         self.primary_key = primary_key
         self.schema = schema
+        self._catalog_key = encode_key((name,))
 
     def _tx(self) -> _Scope:
         return _Scope(self)
@@ -118,6 +133,108 @@ class Table:
         except EncodeError as exc:
             raise ValidationError(f"{self.name}: {exc}", field=exc.field or "") from exc
 
+    # -- indexes -----------------------------------------------------------------
+
+    def _indexes(self, tx: Transaction) -> tuple[IndexDef, ...]:
+        """The table's indexes in `tx`'s snapshot (its catalog row), read once per
+        transaction."""
+        indexes = tx.catalog.get(self.tid)
+        if indexes is None:
+            row = tx.read(CATALOG, self._catalog_key)
+            indexes = tx.catalog[self.tid] = () if row is None else indexes_of(unpack_doc(row))
+        return indexes
+
+    def _write(self, tx: Transaction, key: bytes, doc: dict[str, Any]) -> None:
+        """Check `doc` against the indexes (B4), pack it, buffer it."""
+        indexes = self._indexes(tx)
+        if indexes:
+            check_document(doc, indexes)
+            for index in indexes:
+                if index.unique:
+                    self._check_unique(tx, index, doc, key)
+        tx.write(self.tid, key, self._pack(doc))
+
+    def _check_unique(
+        self, tx: Transaction, index: IndexDef, doc: dict[str, Any], key: bytes
+    ) -> None:
+        prefix = unique_prefix(doc, index)
+        if prefix is None:
+            return
+        for entry in tx.index_entries(self.tid, index, prefix, prefix_end(prefix)):
+            other = encode_key((decode_key(entry)[-1],))
+            if other == key:
+                continue
+            packed = tx.read(self.tid, other)
+            if packed is not None and unique_prefix(unpack_doc(packed), index) == prefix:
+                raise self.db._unique_violation(self.tid, index, doc)
+
+    def create_index(self, *fields: str, unique: bool = False) -> None:
+        """Index `fields` (one, or several for a composite index); idempotent.
+
+        In the caller's transaction (or its own).  The index serves queries as
+        soon as its transaction commits, and is exact at once: until the next
+        checkpoint builds its page-file tree, the older versions' entries are
+        computed on demand.  A unique index over data that breaks it raises
+        UniqueViolation, and so does its commit if another process wrote a
+        duplicate meanwhile."""
+        names = index_fields(fields[0] if len(fields) == 1 else fields)
+        if type(unique) is not bool:
+            raise ValidationError(f"unique is a bool, not {unique!r}", field="unique")
+        with self._tx() as tx:
+            row = self._row(tx)
+            indexes = indexes_of(row)
+            for index in indexes:
+                if index.fields == names:
+                    if index.unique != unique:
+                        raise ValidationError(
+                            f"{self.name}: an index on {index.name} exists with unique="
+                            f"{index.unique}; drop it first to change that",
+                            field=index.name,
+                        )
+                    return
+            index = IndexDef(self.db._new_object_id(), names, unique)
+            self._check_existing(tx, index)
+            row["indexes"] = [i.to_spec() for i in (*indexes, index)]
+            tx.write(CATALOG, self._catalog_key, pack_doc(row))
+            tx.catalog.pop(self.tid, None)
+            if unique:
+                tx.unique_builds.append((self.tid, index))
+
+    def _check_existing(self, tx: Transaction, index: IndexDef) -> None:
+        """A new index over the records `tx` sees: no NaN, no duplicate if unique."""
+        seen: dict[bytes, Any] = {}
+        for _key, packed in tx.scan(self.tid):
+            doc = unpack_doc(packed)
+            check_document(doc, (index,))
+            prefix = unique_prefix(doc, index) if index.unique else None
+            if prefix is not None and seen.setdefault(prefix, _key) != _key:
+                raise self.db._unique_violation(self.tid, index, doc)
+
+    def drop_index(self, *fields: str) -> bool:
+        """Drop the index on `fields`; False if there is none."""
+        names = index_fields(fields[0] if len(fields) == 1 else fields)
+        with self._tx() as tx:
+            row = self._row(tx)
+            indexes = indexes_of(row)
+            kept = [i for i in indexes if i.fields != names]
+            if len(kept) == len(indexes):
+                return False
+            row["indexes"] = [i.to_spec() for i in kept]
+            tx.write(CATALOG, self._catalog_key, pack_doc(row))
+            tx.catalog.pop(self.tid, None)
+            return True
+
+    def indexes(self) -> list[dict[str, Any]]:
+        """The table's indexes: ``[{"fields": (...), "unique": bool}, ...]``."""
+        with self._tx() as tx:
+            return [{"fields": i.fields, "unique": i.unique} for i in self._indexes(tx)]
+
+    def _row(self, tx: Transaction) -> dict[str, Any]:
+        row = tx.read(CATALOG, self._catalog_key)
+        if row is None:
+            raise TableNotFound(table=self.name)
+        return unpack_doc(row)
+
     # -- writes ----------------------------------------------------------------
 
     def insert(self, doc: dict[str, Any]) -> Any:
@@ -141,7 +258,7 @@ class Table:
                         field=self.primary_key,
                         value=pk,
                     )
-            tx.write(self.tid, key, self._pack(doc))
+            self._write(tx, key, doc)
             return pk
 
     def insert_many(self, docs: list[dict[str, Any]]) -> list[Any]:
@@ -161,37 +278,47 @@ class Table:
         with self._tx() as tx:
             doc = self._own(doc)
             doc[self.primary_key] = pk
-            tx.write(self.tid, self._key(pk), self._pack(doc))
+            self._write(tx, self._key(pk), doc)
 
-    def update(self, pk: Any, changes: dict[str, Any] | Callable[[dict[str, Any]], Any]) -> int:
-        """Merge `changes` into the record (or replace it by `changes(doc)`); 1 or 0."""
+    def update(self, target: Any, changes: dict[str, Any] | Callable[[dict[str, Any]], Any]) -> int:
+        """Merge `changes` into a record (or replace it by `changes(doc)`): the
+        record with primary key `target`, or every record a query `target`
+        matches.  Returns how many records changed."""
+        if not (callable(changes) or isinstance(changes, dict)):
+            raise ValidationError(
+                f"update takes a dict or a callable, not {type(changes).__name__}"
+            )
         with self._tx() as tx:
-            key = self._key(pk)
-            packed = tx.read(self.tid, key)
-            if packed is None:
-                return 0
-            doc = unpack_doc(packed)
-            if callable(changes):
-                new = changes(doc)
-                doc = doc if new is None else self._own(new)
-            elif isinstance(changes, dict):
-                doc.update(changes)
+            if _is_query(target):
+                docs = list(self._select(tx, compile_query(target)))
             else:
-                raise ValidationError(
-                    f"update takes a dict or a callable, not {type(changes).__name__}"
-                )
-            doc[self.primary_key] = pk
-            tx.write(self.tid, key, self._pack(doc))
-            return 1
+                packed = tx.read(self.tid, self._key(target))
+                docs = [] if packed is None else [unpack_doc(packed)]
+            for doc in docs:
+                pk = doc[self.primary_key]
+                if callable(changes):
+                    new = changes(doc)
+                    doc = doc if new is None else self._own(new)
+                else:
+                    doc.update(changes)
+                doc[self.primary_key] = pk
+                self._write(tx, self._key(pk), doc)
+            return len(docs)
 
-    def delete(self, pk: Any) -> int:
-        """Delete the record; 1 if it existed, else 0."""
+    def delete(self, target: Any) -> int:
+        """Delete the record with primary key `target`, or every record a query
+        `target` matches; return how many."""
         with self._tx() as tx:
-            key = self._key(pk)
-            if tx.read(self.tid, key) is None:
-                return 0
-            tx.write(self.tid, key, None)
-            return 1
+            if _is_query(target):
+                keys = [
+                    self._key(d[self.primary_key]) for d in self._select(tx, compile_query(target))
+                ]
+            else:
+                key = self._key(target)
+                keys = [] if tx.read(self.tid, key) is None else [key]
+            for key in keys:
+                tx.write(self.tid, key, None)
+            return len(keys)
 
     # -- reads -------------------------------------------------------------------
 
@@ -204,28 +331,95 @@ class Table:
         with self._tx() as tx:
             return tx.read(self.tid, self._key(pk)) is not None
 
-    def _docs(self) -> Iterator[dict[str, Any]]:
-        with self._tx() as tx:
-            for _key, packed in tx.scan(self.tid):
-                yield unpack_doc(packed)
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(list(self._docs()))
+        with self._tx() as tx:
+            return iter([unpack_doc(packed) for _key, packed in tx.scan(self.tid)])
 
-    def find(self, query: Query = None) -> list[dict[str, Any]]:
-        match = _matcher(query)
-        return [doc for doc in self._docs() if match(doc)]
+    def _plan(
+        self,
+        tx: Transaction,
+        query: Query,
+        order_by: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Plan:
+        return plan(query, self._indexes(tx), order_by=order_by, limit=limit, offset=offset)
 
-    def find_one(self, query: Query = None) -> dict[str, Any] | None:
-        match = _matcher(query)
-        for doc in self._docs():
-            if match(doc):
+    def _select(
+        self, tx: Transaction, query: Query, p: Plan | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The records `query` matches, in the plan's order (B5); no sort, no cut."""
+        p = p or self._plan(tx, query)
+        if p.index is None:
+            for _key, packed in tx.scan(self.tid):
+                doc = unpack_doc(packed)
+                if query(doc):
+                    yield doc
+            return
+        index, tid = p.index, self.tid
+        for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
+            entries = tx.index_entries(tid, index, lo, hi)
+            for entry in reversed(entries) if p.reverse else entries:
+                pk = decode_key(entry)[-1]
+                found = tx.read(tid, encode_key((pk,)))
+                if found is None:
+                    continue
+                doc = unpack_doc(found)
+                if entry_key(doc, index, pk) == entry and query(doc):
+                    yield doc
+
+    def find(
+        self,
+        query: QueryLike = None,
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Result:
+        """The records `query` matches (None: all), as a `Result` list; `order_by`
+        a field ("age") or descending ("-age"), then `offset` and `limit`."""
+        q = compile_query(query)
+        with self._tx() as tx:
+            p = self._plan(tx, q, order_by, limit, offset)
+            return Result(self._run(tx, q, p), primary_key=self.primary_key)
+
+    def _run(self, tx: Transaction, query: Query, p: Plan) -> list[dict[str, Any]]:
+        docs: Iterable[dict[str, Any]] = self._select(tx, query, p)
+        if p.order is not None and not p.ordered:
+            path, descending = p.order
+            pk = self.primary_key
+            docs = sorted(
+                docs, key=lambda d: (order_key(d, path), encode_key((d[pk],))), reverse=descending
+            )
+        stop = None if p.limit is None else p.offset + p.limit
+        return list(itertools.islice(docs, p.offset, stop))
+
+    def find_one(self, query: QueryLike = None) -> dict[str, Any] | None:
+        """The first record `query` matches, or None."""
+        q = compile_query(query)
+        with self._tx() as tx:
+            for doc in self._select(tx, q):
                 return doc
-        return None
+            return None
 
-    def count(self, query: Query = None) -> int:
-        match = _matcher(query)
-        return sum(1 for doc in self._docs() if match(doc))
+    def count(self, query: QueryLike = None) -> int:
+        """How many records `query` matches (None: all)."""
+        q = compile_query(query)
+        with self._tx() as tx:
+            return sum(1 for _doc in self._select(tx, q))
+
+    def explain(
+        self,
+        query: QueryLike = None,
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> str:
+        """How `find(query, ...)` would run: which index and bounds, or a full scan."""
+        q = compile_query(query)
+        with self._tx() as tx:
+            return self._plan(tx, q, order_by, limit, offset).explain()
 
     def __len__(self) -> int:
         return self.count()

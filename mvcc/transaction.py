@@ -10,8 +10,10 @@ Invariants
 (T2) The write set holds, per (table id, key), the last value written (packed
      document bytes, or None for a delete); nothing reaches the WAL before
      commit, so a rollback is dropping the write set.
-(T3) Under "serializable" every key read (found or not) and every range
-     scanned is recorded, and the commit aborts if any changed after S.
+(T3) Under "serializable" every key read (found or not), every range
+     scanned and every index range read is recorded, and the commit aborts if
+     any changed after S (for an index range: a version committed after S has
+     an entry in it, a phantom).
 (T4) A savepoint is a copy of the write set taken when a nested block starts;
      an exception in the block restores it.  Reads and scanned ranges are
      kept: what the block read may leave it (in the exception, say) and
@@ -27,7 +29,11 @@ import enum
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from storage.codec import unpack_doc
+from storage.keys import decode_key
+
 from .errors import ClosedError, ReadOnlyError
+from .index import IndexDef, entry_key
 from .memtable import MISSING
 
 if TYPE_CHECKING:
@@ -58,6 +64,9 @@ class Transaction:
         self.writes: dict[tuple[int, bytes], bytes | None] = {}
         self.reads: set[tuple[int, bytes]] = set()
         self.ranges: list[tuple[int, bytes | None, bytes | None]] = []
+        self.index_ranges: list[tuple[int, IndexDef, bytes | None, bytes | None]] = []
+        self.unique_builds: list[tuple[int, IndexDef]] = []  # unique indexes it creates
+        self.catalog: dict[int, tuple[IndexDef, ...]] = {}  # table id -> its indexes, read once
         self._savepoints: list[dict[Any, Any]] = []
         self.commit_ts: int | None = None
 
@@ -155,6 +164,26 @@ class Transaction:
         for rest, last in mine[i:]:
             if last is not None:
                 yield rest, last
+
+    def index_entries(
+        self, tid: int, index: IndexDef, lo: bytes | None, hi: bytes | None
+    ) -> list[bytes]:
+        """Entries of `index` in [lo, hi), sorted: committed ones (a superset of
+        what the snapshot sees) and those of this transaction's writes.  The
+        caller re-checks each against the document `read` returns (T1)."""
+        self._check_active()
+        if self.serializable:
+            self.index_ranges.append((tid, index, lo, hi))
+        committed = self.db._index_entries(tid, index, lo, hi, self._view)
+        mine = []
+        for (t, key), value in self.writes.items():
+            if t == tid and value is not None:
+                entry = entry_key(unpack_doc(value), index, decode_key(key)[0])
+                if entry is not None and (lo is None or entry >= lo) and (hi is None or entry < hi):
+                    mine.append(entry)
+        if not mine:
+            return committed
+        return sorted(set(committed).union(mine))
 
     # -- writes (T2, T5) -----------------------------------------------------
 

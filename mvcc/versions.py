@@ -20,6 +20,15 @@ Invariants
 (V3) A chain that does not decode is a CorruptionError naming the tree and
      key's page file, never read as data.
 
+Index trees: ``index_tree_name(index id)`` holds, for every version a table
+tree's chains hold, the version's entry in that index (mvcc/index.py), as a
+key with an empty value.  The checkpoint maintains them with the table trees
+in the same page-file commit (mvcc/checkpoint.py), and builds an index's tree
+at the first checkpoint after the index was created.
+(V4) In one generation an index tree, when it exists, holds exactly the
+     entries of the versions in its table's tree.  Until it exists,
+     `PageView.index_entries` computes the same set from the table tree.
+
 `PageView` is one process's handle on one checkpoint generation: the page
 file's `Snapshot` plus a cache of opened trees.  A transaction keeps the view
 it began with, so a checkpoint that lands meanwhile changes nothing it reads
@@ -29,20 +38,26 @@ registry's gen and `PageFile.begin(horizon=)`).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import Any
 
 from storage.btree import BTree
-from storage.codec import pack, unpack
+from storage.codec import pack, unpack, unpack_doc
 from storage.errors import CorruptPage
+from storage.keys import decode_key
 from storage.pagefile import Snapshot
+
+from .index import IndexDef, entry_key
 
 __all__ = [
     "Chain",
     "PageView",
+    "chain_entries",
     "decode_chain",
     "encode_chain",
     "head_ts",
+    "index_tree_name",
     "prune",
     "tree_name",
     "visible",
@@ -54,6 +69,23 @@ Chain = list[tuple[int, bytes | None]]
 def tree_name(tid: int) -> bytes:
     """The page-file tree of table id `tid`."""
     return b"t" + tid.to_bytes(8, "big")
+
+
+def index_tree_name(index_id: int) -> bytes:
+    """The page-file tree of the index with id `index_id`."""
+    return b"i" + index_id.to_bytes(8, "big")
+
+
+def chain_entries(key: bytes, chain: Chain, index: IndexDef) -> set[bytes]:
+    """The entries in `index` of the versions of one chain (V4)."""
+    pk = decode_key(key)[0]
+    out = set()
+    for _ts, value in chain:
+        if value is not None:
+            entry = entry_key(unpack_doc(value), index, pk)
+            if entry is not None:
+                out.add(entry)
+    return out
 
 
 def encode_chain(chain: Chain) -> bytes:
@@ -113,14 +145,15 @@ class PageView:
     before it that pruning kept, and nothing newer.
     """
 
-    __slots__ = ("_trees", "gen", "snapshot", "ts", "where")
+    __slots__ = ("_computed", "_trees", "gen", "snapshot", "ts", "where")
 
     def __init__(self, snapshot: Snapshot | None, ts: int, where: str) -> None:
         self.snapshot = snapshot
         self.gen = 0 if snapshot is None else snapshot.gen
         self.ts = ts
         self.where = where
-        self._trees: dict[int, BTree | None] = {}
+        self._trees: dict[int | bytes, BTree | None] = {}
+        self._computed: dict[int, list[bytes]] = {}  # index id -> entries (V4)
 
     def tree(self, tid: int) -> BTree | None:
         try:
@@ -129,6 +162,29 @@ class PageView:
             tree = None if self.snapshot is None else self.snapshot.tree(tree_name(tid))
             self._trees[tid] = tree
             return tree
+
+    def index_entries(
+        self, tid: int, index: IndexDef, lo: bytes | None, hi: bytes | None
+    ) -> list[bytes]:
+        """The entries of `index` in [lo, hi) for the versions of this generation,
+        in order: its index tree's, or computed from the table tree (V4)."""
+        name = index_tree_name(index.id)
+        try:
+            tree = self._trees[name]
+        except KeyError:
+            tree = None if self.snapshot is None else self.snapshot.tree(name)
+            self._trees[name] = tree
+        if tree is not None:
+            return [k for k, _v in tree.cursor(lo, hi)]
+        entries = self._computed.get(index.id)
+        if entries is None:
+            found: set[bytes] = set()
+            for key, data in self.items(tid, None, None):
+                found |= chain_entries(key, decode_chain(data, self.where), index)
+            entries = self._computed[index.id] = sorted(found)
+        start = 0 if lo is None else bisect.bisect_left(entries, lo)
+        end = len(entries) if hi is None else bisect.bisect_left(entries, hi)
+        return entries[start:end]
 
     def chain(self, tid: int, key: bytes) -> Chain | None:
         tree = self.tree(tid)

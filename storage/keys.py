@@ -9,7 +9,15 @@ Key order
 A key is a tuple of elements, each None, bool, int, float, str or bytes (the
 exact types: subclasses are rejected).  Elements order by type rank, then value:
 
-    None < False < True < numbers < str < bytes
+    ABSENT < None < False < True < numbers < str < bytes
+
+ABSENT is not a value but a marker: an index entry holds it where the
+document has no value to index (the field is missing, or holds a list or a
+dict), so that a composite index keeps an entry a prefix scan must find, and
+"missing" never equals None.  It is a singleton, and sorts first.
+`rank_bounds(r)` is the byte range [lo, hi) of the keys whose first element
+has rank r (0 None ... 4 bytes; sort_key's first item), which a range query
+on one type reads.
 
 Numbers (int and float together) order by exact mathematical value, as Python's
 mixed int/float comparison does: -inf < every finite number < +inf, and
@@ -51,6 +59,7 @@ The key is the concatenation of its element encodings; the empty tuple is b"".
 Each element is one tag byte and a body:
 
     TAG   BODY                                          ELEMENT
+    0x08  (none)                                        ABSENT
     0x10  (none)                                        None
     0x20  (none)                                        False
     0x21  (none)                                        True
@@ -107,6 +116,8 @@ from typing import Any, TypeAlias
 from .errors import CorruptPage, EncodeError
 
 __all__ = [
+    "ABSENT",
+    "ABSENT_TAG",
     "BYTES",
     "FALSE",
     "INT_MAX",
@@ -123,6 +134,7 @@ __all__ = [
     "decode_key",
     "encode_key",
     "prefix_end",
+    "rank_bounds",
     "sort_key",
 ]
 
@@ -130,6 +142,7 @@ KeyValue: TypeAlias = bool | int | float | str | bytes | None
 
 # Tag bytes.  Gaps between the type groups leave room for a future type without
 # renumbering the ones on disk.
+ABSENT_TAG = 0x08
 NONE = 0x10
 FALSE = 0x20
 TRUE = 0x21
@@ -140,6 +153,30 @@ POS = 0x33
 POS_INF = 0x34
 STR = 0x40
 BYTES = 0x50
+
+
+class _Absent:
+    """The ABSENT marker's type: one instance, kept by pickling and copying."""
+
+    __slots__ = ()
+    _instance: _Absent | None = None
+
+    def __new__(cls) -> _Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+# The first tag of each rank (sort_key's first item), and the end of the last.
+_RANK_TAGS = (NONE, FALSE, NEG_INF, STR, BYTES, BYTES + 0x10)
 
 # The int range accepted: the union of int64 and uint64, so a key taken from
 # either kind of column elsewhere fits.  Beyond it an int could not come back
@@ -156,6 +193,7 @@ MAX_GROUPS = 9  # 63 fraction bits of a uint64 need 9 groups of 7; a float needs
 
 # Precomputed pieces, so the hot path concatenates instead of packing.
 _NONE_B = bytes([NONE])
+_ABSENT_B = bytes([ABSENT_TAG])
 _FALSE_B = bytes([FALSE])
 _TRUE_B = bytes([TRUE])
 _NEG_INF_B = bytes([NEG_INF])
@@ -246,6 +284,8 @@ def _encode_element(v: Any, i: int) -> bytes:
         return _NONE_B
     if t is bool:
         return _TRUE_B if v else _FALSE_B
+    if v is ABSENT:
+        return _ABSENT_B
     raise EncodeError(f"unsupported key type {t.__name__}", field=f"[{i}]")
 
 
@@ -360,6 +400,7 @@ def decode_key(data: bytes) -> tuple[KeyValue, ...]:
 
 # Tags that are the whole element.
 _CONSTANTS: dict[int, KeyValue] = {
+    ABSENT_TAG: ABSENT,
     NONE: None,
     FALSE: False,
     TRUE: True,
@@ -458,6 +499,19 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
+def rank_bounds(rank: int) -> tuple[bytes, bytes]:
+    """[lo, hi): the encoded keys whose first element has `rank` (0 None, 1 bool,
+    2 number, 3 str, 4 bytes), whatever follows it.
+
+    >>> lo, hi = rank_bounds(2)
+    >>> lo <= encode_key((-math.inf, "x")) < encode_key((math.inf,)) < hi <= encode_key(("",))
+    True
+    """
+    if not 0 <= rank < len(_RANK_TAGS) - 1:
+        raise ValueError(f"no key rank {rank!r}")
+    return bytes([_RANK_TAGS[rank]]), bytes([_RANK_TAGS[rank + 1]])
+
+
 def sort_key(value: KeyValue) -> tuple[int, Any]:
     """The reference order of one key element: (type rank, value).
 
@@ -471,6 +525,8 @@ def sort_key(value: KeyValue) -> tuple[int, Any]:
     t = type(value)
     if value is None:
         return (0, 0)
+    if value is ABSENT:
+        return (-1, 0)
     if t is bool:
         return (1, value)
     if t is int or t is float:

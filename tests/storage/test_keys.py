@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 from storage import keys
 from storage.errors import CorruptPage, EncodeError
 from storage.keys import (
+    ABSENT,
     INT_MAX,
     INT_MIN,
     KeyValue,
     decode_key,
     encode_key,
     prefix_end,
+    rank_bounds,
     sort_key,
 )
 
@@ -130,7 +132,9 @@ binaries = st.one_of(
     st.binary(max_size=6),
     st.lists(st.sampled_from([0x00, 0x01, 0xFE, 0xFF]), max_size=6).map(bytes),
 )
-elements = st.one_of(st.none(), st.booleans(), ints, floats, texts, binaries, st.sampled_from(POOL))
+elements = st.one_of(
+    st.none(), st.booleans(), ints, floats, texts, binaries, st.sampled_from(POOL), st.just(ABSENT)
+)
 
 
 def key_tuples(max_size: int = 4) -> st.SearchStrategy[tuple[KeyValue, ...]]:
@@ -225,6 +229,29 @@ def test_sorting_by_encoding_equals_sorting_by_reference(
 ) -> None:
     by_ref = sorted(items, key=ref)
     assert [encode_key(k) for k in by_ref] == sorted(encode_key(k) for k in items)
+
+
+@settings(max_examples=300)
+@given(key_tuples(max_size=3).filter(lambda k: bool(k)))
+def test_rank_bounds_hold_exactly_the_keys_of_that_rank(key: tuple[KeyValue, ...]) -> None:
+    encoded = encode_key(key)
+    rank = ref(key)[0][0]
+    for r in range(5):
+        lo, hi = rank_bounds(r)
+        assert (lo <= encoded < hi) == (r == rank)
+
+
+def test_absent_is_a_singleton_below_none() -> None:
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(ABSENT)) is ABSENT
+    assert copy.deepcopy(ABSENT) is ABSENT and type(ABSENT)() is ABSENT
+    assert encode_key((ABSENT,)) < encode_key((None,)) < encode_key((False,))
+    assert decode_key(encode_key((ABSENT, None, 1))) == (ABSENT, None, 1)
+    assert encode_key((ABSENT,)) == bytes([keys.ABSENT_TAG])
+    with pytest.raises(ValueError, match="rank"):
+        rank_bounds(5)
 
 
 def test_type_order_and_number_edges() -> None:

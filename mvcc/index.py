@@ -1,0 +1,154 @@
+"""Secondary index definitions and the index entry of a document.
+
+An index of a table lists one or more fields (dot paths); `unique` makes it a
+constraint too.  Its definition lives in the table's catalog row (mvcc/table.py)
+as ``{"id": int, "fields": [path, ...], "unique": bool}``; `IndexDef` is that
+row entry, checked.
+
+Index entry
+-----------
+A document's entry in an index is the key tuple
+
+    (element for field 1, ..., element for field n, primary key)
+
+encoded with `storage.keys.encode_key`, so that byte order is the order of
+the values and a composite index answers every leftmost prefix (keys.py I2).
+An element is the field's value when it is a scalar the key order ranks
+(None, bool, int, float, str, bytes), and `ABSENT` when the field is missing
+or holds a list or a dict: "missing" is not None (a query for ``== None``
+must not find documents without the field), and a list is not indexable.
+
+Invariants
+(N1) A document has an entry exactly when the element of its *first* field is
+     not ABSENT: no query that an index can serve matches a document whose
+     first field is missing or unordered (query.py Q4, Q2), and later fields
+     stay in the entry as ABSENT so that a prefix scan on the first finds it.
+(N2) NaN in an indexed field is a ValidationError naming the field, raised by
+     `check_document` before anything is written: it cannot be ordered
+     (keys.py I5), so no index could hold it.  `entry_key` never raises: a NaN
+     stored before its field was indexed gets no element (it matches nothing
+     an index serves: query.py Q2).
+(N3) Two documents with equal elements get entries that differ only in the
+     primary key: the unique check of an index is a prefix scan over
+     `encode_key(elements)` (`unique_prefix`), and only documents whose
+     elements are all present and scalar are constrained (as SQL's UNIQUE
+     ignores rows with a NULL).
+(N4) `IndexDef.from_spec(d.to_spec()) == d`, and `to_spec()` holds only what
+     msgpack stores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from storage.keys import ABSENT, encode_key
+
+from .errors import ValidationError
+from .query import parse_path, rank, resolve
+
+__all__ = [
+    "IndexDef",
+    "check_document",
+    "entry_key",
+    "entry_values",
+    "index_fields",
+    "indexes_of",
+    "unique_prefix",
+]
+
+MAX_FIELDS: Final = 8
+"""Fields in one composite index: beyond this an index key is mostly overhead."""
+
+
+def index_fields(spec: Any, *, what: str = "index") -> tuple[str, ...]:
+    """The fields of an index as a user names it: ``"age"``, ``("last", "first")``
+    or a list; each a dot path.  ValidationError naming `what` otherwise."""
+    fields = (spec,) if type(spec) is str else spec
+    if type(fields) not in (tuple, list) or not fields:
+        raise ValidationError(
+            f"an {what} is a field name or a tuple of them, not {spec!r}", field=str(spec)
+        )
+    if len(fields) > MAX_FIELDS:
+        raise ValidationError(
+            f"an {what} has at most {MAX_FIELDS} fields, not {len(fields)}", field=str(spec)
+        )
+    for f in fields:
+        parse_path(f)  # ValidationError naming the bad path
+    if len(set(fields)) != len(fields):
+        raise ValidationError(f"an {what} names a field twice: {spec!r}", field=str(spec))
+    return tuple(fields)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDef:
+    """One index of a table: its id (unique in the directory), fields, uniqueness."""
+
+    id: int
+    fields: tuple[str, ...]
+    unique: bool = False
+    paths: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(parse_path(f) for f in self.fields))
+
+    @property
+    def name(self) -> str:
+        """How messages and `explain` name it: ``age`` or ``(last, first)``."""
+        return self.fields[0] if len(self.fields) == 1 else f"({', '.join(self.fields)})"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"id": self.id, "fields": list(self.fields), "unique": self.unique}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> IndexDef:
+        return cls(int(spec["id"]), index_fields(spec["fields"]), bool(spec["unique"]))
+
+
+def indexes_of(row: dict[str, Any]) -> tuple[IndexDef, ...]:
+    """The indexes a table's catalog row lists (none in a row from before indexes)."""
+    return tuple(IndexDef.from_spec(spec) for spec in row.get("indexes") or ())
+
+
+def _element(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value = resolve(doc, path)
+    if rank(value) is None:  # MISSING has no rank either
+        return ABSENT
+    if value != value:  # NaN: refused at every write (N2); here only if stored before
+        return ABSENT  # the index existed, and NaN matches nothing an index serves
+    return value
+
+
+def entry_values(doc: dict[str, Any], index: IndexDef) -> tuple[Any, ...] | None:
+    """The elements of `doc`'s entry in `index`, or None when it has none (N1).
+    Never raises: reads and catch-up call it on stored documents."""
+    values = tuple(_element(doc, p) for p in index.paths)
+    return None if values[0] is ABSENT else values
+
+
+def entry_key(doc: dict[str, Any], index: IndexDef, pk: Any) -> bytes | None:
+    """The encoded entry of `doc` (primary key `pk`) in `index`, or None (N1)."""
+    values = entry_values(doc, index)
+    return None if values is None else encode_key((*values, pk))
+
+
+def unique_prefix(doc: dict[str, Any], index: IndexDef) -> bytes | None:
+    """The prefix every entry with `doc`'s elements starts with, when the unique
+    constraint applies to `doc` (all elements present and scalar), else None (N3)."""
+    values = entry_values(doc, index)
+    if values is None or any(v is ABSENT for v in values):
+        return None
+    return encode_key(values)
+
+
+def check_document(doc: dict[str, Any], indexes: Iterable[IndexDef]) -> None:
+    """N2: ValidationError naming the field if an indexed field of `doc` is NaN."""
+    for index in indexes:
+        for path, name in zip(index.paths, index.fields):
+            value = resolve(doc, path)
+            if type(value) is float and math.isnan(value):
+                raise ValidationError(
+                    f"{name} is NaN, which the index on {index.name} cannot order", field=name
+                )
