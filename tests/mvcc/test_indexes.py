@@ -166,33 +166,45 @@ def test_a_phantom_through_an_index_aborts_a_serializable_transaction(tmp_path: 
         assert "log" in ta
 
 
-def _insert_unique(path: str, value: str, barrier: Any, conn: Any) -> None:
+ROUNDS = 50
+
+
+def _race_unique(path: str, barrier: Any, conn: Any) -> None:
+    """Round r: every worker inserts the value f"v{r}" at the barrier; report each outcome."""
+    outcomes = []
     with mvcc.open(path) as db:
         t = db.table("users", unique=["email"])
-        barrier.wait(30)
-        try:
-            t.insert({"email": value})
-            conn.send("ok")
-        except (mvcc.UniqueViolation, mvcc.ConflictError) as exc:
-            conn.send(type(exc).__name__)
+        for r in range(ROUNDS):
+            barrier.wait(60)
+            try:
+                t.insert({"email": f"v{r}"})
+                outcomes.append("ok")
+            except (mvcc.UniqueViolation, mvcc.ConflictError) as exc:
+                if isinstance(exc, mvcc.UniqueViolation):
+                    assert exc.field == "email" and exc.value == f"v{r}", exc
+                outcomes.append(type(exc).__name__)
+    conn.send(outcomes)
 
 
 def test_racing_processes_commit_a_unique_value_once(tmp_path: Path, procs: Any) -> None:
+    """D8: 3 processes x 50 rounds, each round one value: exactly one commits it."""
     with mvcc.open(tmp_path) as db:
         db.table("users", unique=["email"])
-    for round_ in range(5):
-        barrier = SPAWN.Barrier(3)
-        pipes = [SPAWN.Pipe() for _ in range(3)]
-        for _parent, child in pipes:
-            procs(_insert_unique, str(tmp_path), f"v{round_}", barrier, child)
-        results = []
-        for parent, _ in pipes:
-            assert parent.poll(60), "a worker reported nothing"
-            results.append(parent.recv())
-        assert results.count("ok") == 1, results
+    barrier = SPAWN.Barrier(3)
+    pipes = [SPAWN.Pipe() for _ in range(3)]
+    for _parent, child in pipes:
+        procs(_race_unique, str(tmp_path), barrier, child)
+    results = []
+    for parent, _ in pipes:
+        assert parent.poll(150), "a worker reported nothing"
+        results.append(parent.recv())
+    for r in range(ROUNDS):
+        assert [w[r] for w in results].count("ok") == 1, (r, [w[r] for w in results])
     with mvcc.open(tmp_path) as db:
-        emails = [d["email"] for d in db.table("users")]
-    assert sorted(emails) == [f"v{r}" for r in range(5)]
+        users = db.table("users")
+        emails = [d["email"] for d in users]
+        assert sorted(emails) == sorted(f"v{r}" for r in range(ROUNDS))
+        assert users.count(where("email") == "v7") == 1
 
 
 def _writer(path: str, start: int, count: int, conn: Any) -> None:
@@ -214,6 +226,7 @@ def test_an_index_created_while_another_process_writes_is_exact(tmp_path: Path, 
         t.create_index("n")
         assert parent.poll(120) and parent.recv() == "done"
         db.checkpoint()
+        _index_matches_rebuild(db, t)
         for n in (0, 5, 12):
             assert t.find(where("n") == n).ids() == t.find(lambda d, n=n: d["n"] == n).ids()
         assert t.count(where("n") >= 0) == 900
@@ -322,3 +335,88 @@ def test_index_reads_equal_full_scans(
                     if limit is None:
                         assert sorted(got.ids()) == sorted(want.ids()), how
                 assert indexed.count(q) == plain.count(q), how
+
+
+# -- a snapshot's queries while another process writes and checkpoints -------------
+
+
+def _churn(path: str, conn: Any) -> None:
+    """Rewrite, delete and insert records; checkpoint every 40 commits and say so;
+    stop when told."""
+    import random
+
+    rng = random.Random(7)
+    commits = 0
+    with mvcc.open(path, autovacuum=False) as db:
+        t = db.table("t")
+        while not conn.poll():
+            pk = rng.randrange(400)
+            if rng.random() < 0.15:
+                t.delete(pk)
+            else:
+                t.put(pk, {"n": rng.randrange(20), "g": rng.choice("xyz")})
+            commits += 1
+            if commits % 40 == 0:
+                db.checkpoint()
+                conn.send(commits)
+    conn.send("stopped")
+
+
+QUERIES = [
+    (where("n") == 3, None),
+    (where("n") >= 15, None),
+    ((where("g") == "x") & (where("n") < 5), None),
+    (where("n").one_of([1, 2, 19]), "-n"),
+    (where("n") >= 0, "n"),
+]
+
+
+def _index_matches_rebuild(db: mvcc.Database, table: mvcc.Table) -> None:
+    """V4: after a checkpoint, each index tree holds exactly the entries of the
+    versions in its table tree."""
+    from mvcc.versions import chain_entries, decode_chain, tree_name
+
+    snap = db.pages.snapshot()
+    tables = snap.tree(tree_name(table.tid))
+    assert tables is not None
+    with db.transaction(readonly=True) as tx:
+        indexes = table._indexes(tx)
+    for index in indexes:
+        tree = snap.tree(index_tree_name(index.id))
+        assert tree is not None, index
+        rebuilt: set[bytes] = set()
+        for key, data in tables.cursor():
+            rebuilt |= chain_entries(key, decode_chain(data, "pages"), index)
+        assert {k for k, _v in tree.cursor()} == rebuilt, index
+
+
+def test_a_snapshot_keeps_its_answers_while_another_process_writes(
+    tmp_path: Path, procs: Any
+) -> None:
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        t = db.table("t", indexes=["n", ("g", "n")])
+        t.insert_many([{"_id": i, "n": i % 20, "g": "xyz"[i % 3]} for i in range(300)])
+        parent, child = SPAWN.Pipe()
+        with db.transaction(readonly=True):
+            model = list(t)
+            procs(_churn, str(tmp_path), child)
+            for _round in range(4):
+                assert parent.poll(60), "the writer reported nothing"
+                parent.recv()  # it committed and checkpointed since the last round
+                for q, order in QUERIES:
+                    got = t.find(q, order_by=order)
+                    want = [d for d in model if q(d)]
+                    if order is None:
+                        assert sorted(got.ids()) == sorted(d["_id"] for d in want), q
+                    else:
+                        assert got.ids() == t.find(q, order_by=order).ids()
+                        assert sorted(got.ids()) == sorted(d["_id"] for d in want), q
+                        keys = [d["n"] for d in got]
+                        assert keys == sorted(keys, reverse=order.startswith("-")), q
+        parent.send("stop")
+        while parent.recv() != "stopped":
+            pass
+        db.checkpoint()
+        _index_matches_rebuild(db, t)
+        for q, _order in QUERIES:  # and the newest snapshot agrees with a scan
+            assert sorted(t.find(q).ids()) == sorted(d["_id"] for d in t if q(d)), q
