@@ -115,6 +115,7 @@ from .index import (
     entry_values,
     index_fields,
     indexes_of,
+    split_entry,
     unique_prefix,
 )
 from .memtable import CATALOG, MISSING, Memtable, encode_frame
@@ -661,7 +662,7 @@ class Database:
         """Another record whose newest version (or `tx`'s write of it) holds the
         unique value `prefix` in `index`, or None."""
         for entry in self._index_entries(tid, index, prefix, prefix_end(prefix), view):
-            other = encode_key((decode_key(entry)[-1],))
+            other = split_entry(entry)[1]
             if other == key:
                 continue
             value = tx.writes.get((tid, other), MISSING)

@@ -12,7 +12,15 @@ A document's entry in an index is the key tuple
     (element for field 1, ..., element for field n, primary key)
 
 encoded with `storage.keys.encode_key`, so that byte order is the order of
-the values and a composite index answers every leftmost prefix (keys.py I2).
+the values and a composite index answers every leftmost prefix (keys.py I2),
+followed by the length of the primary key's encoding as 2 big-endian bytes:
+
+    encode_key(elements) | encode_key((pk,)) | len(encode_key((pk,)))  (u16)
+
+The length lets a reader cut the entry into its values part and its primary
+key's bytes without decoding it (`split_entry`); appended after a prefix-free
+encoding it changes no order between two entries, nor which entries a range
+of encoded values holds.
 An element is the field's value when it is a scalar the key order ranks
 (None, bool, int, float, str, bytes), and `ABSENT` when the field is missing
 or holds a list or a dict: "missing" is not None (a query for ``== None``
@@ -56,7 +64,10 @@ __all__ = [
     "entry_values",
     "index_fields",
     "indexes_of",
+    "make_entry",
+    "split_entry",
     "unique_prefix",
+    "values_key",
 ]
 
 MAX_FIELDS: Final = 8
@@ -128,10 +139,27 @@ def entry_values(doc: dict[str, Any], index: IndexDef) -> tuple[Any, ...] | None
     return None if values[0] is ABSENT else values
 
 
-def entry_key(doc: dict[str, Any], index: IndexDef, pk: Any) -> bytes | None:
-    """The encoded entry of `doc` (primary key `pk`) in `index`, or None (N1)."""
+def values_key(doc: dict[str, Any], index: IndexDef) -> bytes | None:
+    """The values part of `doc`'s entry in `index`, or None when it has none."""
     values = entry_values(doc, index)
-    return None if values is None else encode_key((*values, pk))
+    return None if values is None else encode_key(values)
+
+
+def entry_key(doc: dict[str, Any], index: IndexDef, pk: Any) -> bytes | None:
+    """The entry of `doc` (primary key `pk`) in `index`, or None (N1)."""
+    values = values_key(doc, index)
+    return None if values is None else make_entry(values, encode_key((pk,)))
+
+
+def make_entry(values: bytes, pk_key: bytes) -> bytes:
+    """An entry from its values part and its encoded primary key."""
+    return values + pk_key + len(pk_key).to_bytes(2, "big")
+
+
+def split_entry(entry: bytes) -> tuple[bytes, bytes]:
+    """(values part, encoded primary key) of an entry, without decoding it."""
+    n = int.from_bytes(entry[-2:], "big")
+    return entry[: -2 - n], entry[-2 - n : -2]
 
 
 def unique_prefix(doc: dict[str, Any], index: IndexDef) -> bytes | None:

@@ -38,10 +38,18 @@ from typing import TYPE_CHECKING, Any
 
 from storage.codec import pack_doc, unpack_doc
 from storage.errors import EncodeError
-from storage.keys import decode_key, encode_key, prefix_end
+from storage.keys import encode_key, prefix_end
 
 from .errors import ClosedError, TableNotFound, UniqueViolation, ValidationError, public_error
-from .index import IndexDef, check_document, entry_key, index_fields, indexes_of, unique_prefix
+from .index import (
+    IndexDef,
+    check_document,
+    index_fields,
+    indexes_of,
+    split_entry,
+    unique_prefix,
+    values_key,
+)
 from .memtable import CATALOG
 from .planner import Plan, order_key, plan
 from .query import Query, QueryLike, compile_query
@@ -161,7 +169,7 @@ class Table:
         if prefix is None:
             return
         for entry in tx.index_entries(self.tid, index, prefix, prefix_end(prefix)):
-            other = encode_key((decode_key(entry)[-1],))
+            other = split_entry(entry)[1]
             if other == key:
                 continue
             packed = tx.read(self.tid, other)
@@ -360,12 +368,12 @@ class Table:
         for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
             entries = tx.index_entries(tid, index, lo, hi)
             for entry in reversed(entries) if p.reverse else entries:
-                pk = decode_key(entry)[-1]
-                found = tx.read(tid, encode_key((pk,)))
+                values, key = split_entry(entry)
+                found = tx.read(tid, key)
                 if found is None:
                     continue
                 doc = unpack_doc(found)
-                if entry_key(doc, index, pk) == entry and query(doc):
+                if values_key(doc, index) == values and query(doc):
                     yield doc
 
     def find(
