@@ -420,3 +420,19 @@ def test_a_snapshot_keeps_its_answers_while_another_process_writes(
         _index_matches_rebuild(db, t)
         for q, _order in QUERIES:  # and the newest snapshot agrees with a scan
             assert sorted(t.find(q).ids()) == sorted(d["_id"] for d in t if q(d)), q
+
+
+def test_update_and_delete_take_a_query(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t", indexes=["n"])
+        t.insert_many([{"_id": i, "n": i % 4} for i in range(12)])
+        assert t.update(where("n") == 1, {"seen": True}) == 3
+        assert t.update({"n": 2}, lambda d: {**d, "n": 20}) == 3
+        assert sorted(t.find(where("seen") == True).ids()) == [1, 5, 9]  # noqa: E712
+        assert t.count(where("n") == 20) == 3 and t.count(where("n") == 2) == 0
+        assert t.delete(lambda d: d["n"] == 0) == 3
+        assert t.delete(where("n") >= 3) == 6
+        assert sorted(t.find().ids()) == [1, 5, 9]
+        assert t.update(where("n") == 99, {"x": 1}) == 0
+        with pytest.raises(mvcc.ValidationError):
+            t.update(1, 5)  # neither a dict nor a callable
