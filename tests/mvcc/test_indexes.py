@@ -322,19 +322,26 @@ def test_index_reads_equal_full_scans(
             for pk, doc in changes[len(changes) // 2 :]:
                 for t in (plain, indexed):
                     t.delete(pk) if doc is None else t.put(pk, doc)
-            for q, order, limit, offset in checks:
-                how = indexed.explain(q, order_by=order)
-                want = plain.find(q, order_by=order, limit=limit, offset=offset)
-                got = indexed.find(q, order_by=order, limit=limit, offset=offset)
-                if order is not None:
-                    assert got == want, how
-                else:  # no order asked: any order, and a limit may cut any subset
-                    every = plain.find(q).ids()
-                    assert len(got) == len(want), how
-                    assert set(got.ids()) <= set(every), how
-                    if limit is None:
-                        assert sorted(got.ids()) == sorted(want.ids()), how
-                assert indexed.count(q) == plain.count(q), how
+            _agree(plain, indexed, checks)  # inside, with pending writes
+        _agree(plain, indexed, checks)  # outside: one-operation transactions
+
+
+def _agree(
+    plain: mvcc.Table, indexed: mvcc.Table, checks: list[tuple[Any, str | None, int | None, int]]
+) -> None:
+    for q, order, limit, offset in checks:
+        how = indexed.explain(q, order_by=order)
+        want = plain.find(q, order_by=order, limit=limit, offset=offset)
+        got = indexed.find(q, order_by=order, limit=limit, offset=offset)
+        if order is not None:
+            assert got == want, how
+        else:  # no order asked: any order, and a limit may cut any subset
+            every = plain.find(q).ids()
+            assert len(got) == len(want), how
+            assert set(got.ids()) <= set(every), how
+            if limit is None:
+                assert sorted(got.ids()) == sorted(want.ids()), how
+        assert indexed.count(q) == plain.count(q), how
 
 
 # -- a snapshot's queries while another process writes and checkpoints -------------
