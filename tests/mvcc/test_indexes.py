@@ -245,7 +245,8 @@ scalars = st.one_of(
 # Mostly small ints, so that an update often moves a record within a range a
 # query reads (stale entries to skip, B5), and the other ranks sometimes.
 values = st.one_of(st.integers(0, 3), st.integers(0, 3), scalars, st.lists(scalars, max_size=2))
-docs = st.fixed_dictionaries({}, optional={"a": values, "b": values, "c": values})
+nested = st.one_of(st.fixed_dictionaries({}, optional={"e": values}), values)
+docs = st.fixed_dictionaries({}, optional={"a": values, "b": values, "c": values, "d": nested})
 
 
 operands = st.one_of(st.integers(0, 3), scalars)
@@ -269,7 +270,7 @@ def _field_queries(field: str) -> st.SearchStrategy[Any]:
 
 
 queries = st.recursive(
-    st.one_of(*(_field_queries(x) for x in "abc")),
+    st.one_of(*(_field_queries(x) for x in ("a", "b", "c", "d.e"))),
     lambda inner: st.one_of(
         st.tuples(inner, inner).map(lambda p: p[0] & p[1]),
         st.tuples(inner, inner).map(lambda p: p[0] | p[1]),
@@ -277,7 +278,7 @@ queries = st.recursive(
     ),
     max_leaves=4,
 )
-orders = st.sampled_from([None, "a", "-a", "b", "-c"])
+orders = st.sampled_from([None, "a", "-a", "b", "-c", "d.e"])
 
 
 @settings(
@@ -310,7 +311,7 @@ def test_index_reads_equal_full_scans(
     path = tmp_path_factory.mktemp("db")
     with mvcc.open(path, autovacuum=False) as db:
         plain = db.table("plain")
-        indexed = db.table("indexed", indexes=["a", ("b", "a"), "c"])
+        indexed = db.table("indexed", indexes=["a", ("b", "a"), "c", ("d.e", "c")])
         for t in (plain, indexed):
             t.insert_many([{"_id": i, **d} for i, d in enumerate(rows)])
         db.checkpoint()
