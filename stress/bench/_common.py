@@ -20,7 +20,9 @@ Timing rules every benchmark here follows (so their figures compare):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import datetime
 import gc
 import json
@@ -29,13 +31,21 @@ import mmap
 import multiprocessing
 import os
 import platform
+import pstats
 import shlex
+import shutil
+import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+import msgpack
 
 __all__ = [
+    "BUSY_TIMEOUT",
+    "add_common_arguments",
     "best_of_each",
     "command_line",
     "filesystem_of",
@@ -43,6 +53,15 @@ __all__ = [
     "format_table",
     "gc_paused",
     "machine_facts",
+    "make_doc",
+    "parts_of",
+    "print_header",
+    "print_profile",
+    "ratio",
+    "require_positive",
+    "run_measured",
+    "scratch_directory",
+    "sqlite_connect",
     "timed",
 ]
 
@@ -238,3 +257,117 @@ def finish(
     if errors or (fail_on_floors and not all(f["pass"] for f in floors)):
         return 1
     return 0
+
+
+# -- shared by the benchmarks against sqlite3 (core.py, query.py) ----------------------
+
+BUSY_TIMEOUT = 30.0  # seconds: sqlite3's busy_timeout (core.py: the counters' lock_timeout too)
+
+
+def make_doc(i: int) -> dict[str, Any]:
+    """Document `i` of issue 5's data (~55 B packed); its age is i % 90."""
+    return {"id": i, "name": f"user{i}", "age": i % 90, "email": f"user{i}@example.com"}
+
+
+def parts_of(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
+    """`items` cut into at most `parts` slices of equal length (the last shorter)."""
+    step = max(1, -(-len(items) // parts))
+    return [items[i : i + step] for i in range(0, len(items), step)]
+
+
+def sqlite_connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, FULL sync.
+
+    journal_mode is stored in the file; synchronous is per connection, so every
+    connection (the counter workers' too) sets it.
+    """
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    return con
+
+
+def ratio(key: str, results: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """mvcc / sqlite3 for the figure as reported: > 1 is better for "higher" rows only."""
+    mine, theirs = results["mvcc"].get(key), results["sqlite3"].get(key)
+    if mine is None or not theirs:
+        return None
+    return float(mine / theirs)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, profiles: Sequence[str]) -> None:
+    """The options after a benchmark's own: --dir, --keep, --json, --quick,
+    --strict (--check-floors), --profile (one of `profiles`), --top."""
+    p.add_argument("--dir", help="where to make a scratch directory (default: the temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument("--quick", action="store_true", help="a small smoke run: few docs, short loops")
+    p.add_argument(
+        "--strict",
+        "--check-floors",
+        dest="strict",
+        action="store_true",
+        help="exit 1 if a floor fails",
+    )
+    p.add_argument(
+        "--profile",
+        choices=profiles,
+        help="instead of the benchmark, profile one mvcc workload with cProfile",
+    )
+    p.add_argument("--top", type=int, default=30, help="functions listed per profile table")
+
+
+def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """p.error() unless each of the options `names` is absent or positive."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+
+
+@contextlib.contextmanager
+def scratch_directory(args: argparse.Namespace, prefix: str) -> Iterator[str]:
+    """A new directory under --dir (or the temp dir), deleted at the end unless --keep."""
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+    directory = tempfile.mkdtemp(prefix=prefix, dir=args.dir)
+    try:
+        yield directory
+    finally:
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def print_profile(stats: pstats.Stats, top: int) -> None:
+    """The `top` functions by cumulative time, then by own time, to the stats' stream."""
+    stats.strip_dirs()
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+R = TypeVar("R")
+
+
+def run_measured(
+    module: str, directory: str, cfg: Any, run: Callable[[str, Any], R]
+) -> tuple[dict[str, Any], R]:
+    """`run(directory, cfg)` (`cfg` a dataclass), and the report's header: the
+    command, the machine with the sqlite3 and msgpack versions, the config, and
+    the seconds the run took."""
+    versions = {"sqlite": sqlite3.sqlite_version, "msgpack": ".".join(map(str, msgpack.version))}
+    header: dict[str, Any] = {
+        "command": command_line(module),
+        "machine": machine_facts(directory, versions),
+        "config": dataclasses.asdict(cfg),
+    }
+    started = time.perf_counter()
+    out = run(directory, cfg)
+    header["elapsed_s"] = round(time.perf_counter() - started, 2)
+    return header, out
+
+
+def print_header(name: str, header: Mapping[str, Any]) -> None:
+    """The first lines of a report: the benchmark and its command, the machine."""
+    print(f"# {name} benchmark: {header['command']}")
+    for fact, value in header["machine"].items():
+        print(f"#   {fact}: {value}")

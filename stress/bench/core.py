@@ -79,7 +79,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import dataclasses
 import functools
 import io
 import itertools
@@ -87,10 +86,8 @@ import os
 import pstats
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -101,7 +98,9 @@ import msgpack
 import mvcc
 
 from ._common import (
+    BUSY_TIMEOUT,
     CHILD_TIMEOUT,
+    add_common_arguments,
     best_of_each,
     command_line,
     finish,
@@ -109,9 +108,17 @@ from ._common import (
     format_number,
     format_table,
     gc_paused,
-    machine_facts,
+    make_doc,
+    parts_of,
     print_floors,
+    print_header,
+    print_profile,
+    ratio,
+    require_positive,
+    run_measured,
     run_workers,
+    scratch_directory,
+    sqlite_connect,
 )
 
 __all__ = ["ENGINES", "FIGURES", "FLOORS", "PROCESS_COUNTS", "PROFILES", "main"]
@@ -126,7 +133,6 @@ EMPTY_BATCH = 100  # empty transactions per timed batch (T1)
 COUNTER_KEYS = 100
 PROCESS_COUNTS = (1, 2, 4)
 RETRIES = 1000  # @db.transactional(retries=...) for the counters
-BUSY_TIMEOUT = 30.0  # seconds: sqlite3's busy_timeout, and the counters' lock_timeout
 EMPTY_TX_LIMIT_US = 20.0
 
 
@@ -189,15 +195,6 @@ class Config:
             seed=args.seed,
             quick=quick,
         )
-
-
-def make_doc(i: int) -> dict[str, Any]:
-    return {"id": i, "name": f"user{i}", "age": i % 90, "email": f"user{i}@example.com"}
-
-
-def parts_of(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
-    step = max(1, -(-len(items) // parts))
-    return [items[i : i + step] for i in range(0, len(items), step)]
 
 
 # -- engines: one adapter each, the same surface ---------------------------------
@@ -347,18 +344,6 @@ Engine = Any  # MvccEngine | SqliteEngine: the same duck-typed surface
 def get_all(get: Callable[[int], Any], keys: Sequence[int]) -> None:
     for key in keys:
         get(key)
-
-
-def sqlite_connect(path: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, FULL sync.
-
-    journal_mode is stored in the file; synchronous is per connection, so every
-    connection (the counter workers' too) sets it.
-    """
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
-    return con
 
 
 # -- measurements: each returns {engine: {figure key: value}} ----------------------
@@ -667,14 +652,6 @@ def run_all(directory: str, cfg: Config) -> tuple[Results, dict[str, Any]]:
 # -- results: ratios, floors, tables, JSON -------------------------------------------------
 
 
-def ratio(key: str, results: Results) -> float | None:
-    """mvcc / sqlite3 for the figure as reported: > 1 is better for "higher" rows only."""
-    mine, theirs = results["mvcc"].get(key), results["sqlite3"].get(key)
-    if mine is None or not theirs:
-        return None
-    return float(mine / theirs)
-
-
 def check_floors(results: Results) -> list[dict[str, Any]]:
     """Each floor of the module docstring with its measured value and PASS/FAIL."""
     labels = {fig.key: fig.label for fig in FIGURES}
@@ -743,9 +720,7 @@ def print_report(
     header: dict[str, Any], results: Results, counters: dict[str, Any], floors: list[Any]
 ) -> None:
     cfg = header["config"]
-    print(f"# core benchmark: {header['command']}")
-    for name, value in header["machine"].items():
-        print(f"#   {name}: {value}")
+    print_header("core", header)
     print(
         f"#   {cfg['docs']:,} docs; {cfg['gets']:,} gets per loop; {cfg['commits']} commits; "
         f"best of {cfg['repeat']}; counters {cfg['counter_seconds']:g} s per run over "
@@ -786,9 +761,7 @@ def profile(what: str, directory: str, cfg: Config, top: int) -> str:
         )
     else:
         stats = pstats.Stats(_profile_one(what, directory, cfg), stream=out)
-    stats.strip_dirs()
-    stats.sort_stats("cumulative").print_stats(top)
-    stats.sort_stats("tottime").print_stats(top)
+    print_profile(stats, top)
     return out.getvalue()
 
 
@@ -840,57 +813,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--counter-seconds", type=float, help="seconds per counter run (default 3; 0.3 --quick)"
     )
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--dir", help="where to make a scratch directory (default: the temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    p.add_argument("--quick", action="store_true", help="a small smoke run: few docs, short loops")
-    p.add_argument(
-        "--strict",
-        "--check-floors",
-        dest="strict",
-        action="store_true",
-        help="exit 1 if a floor fails",
-    )
-    p.add_argument(
-        "--profile",
-        choices=PROFILES,
-        help="instead of the benchmark, profile one mvcc workload with cProfile",
-    )
-    p.add_argument("--top", type=int, default=30, help="functions listed per profile table")
+    add_common_arguments(p, PROFILES)
     args = p.parse_args(argv)
-    for name in ("docs", "gets", "commits", "repeat", "counter_seconds"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    require_positive(p, args, "docs", "gets", "commits", "repeat", "counter_seconds")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = Config.from_args(args)
-    if args.dir:
-        os.makedirs(args.dir, exist_ok=True)
-    directory = tempfile.mkdtemp(prefix="bench-core-", dir=args.dir)
-    try:
+    with scratch_directory(args, "bench-core-") as directory:
         if args.profile:
             print(f"# cProfile of mvcc {args.profile}: {command_line(MODULE)}")
             print(profile(args.profile, directory, cfg, args.top))
             return 0
-        versions = {
-            "sqlite": sqlite3.sqlite_version,
-            "msgpack": ".".join(map(str, msgpack.version)),
-        }
-        header: dict[str, Any] = {
-            "command": command_line(MODULE),
-            "machine": machine_facts(directory, versions),
-            "config": dataclasses.asdict(cfg),
-        }
-        started = time.perf_counter()
-        results, counters = run_all(directory, cfg)
-        header["elapsed_s"] = round(time.perf_counter() - started, 2)
-    finally:
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
+        header, (results, counters) = run_measured(MODULE, directory, cfg, run_all)
     floors = check_floors(results)
     print_report(header, results, counters, floors)
     return finish(

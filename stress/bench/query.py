@@ -70,18 +70,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import dataclasses
 import io
 import os
 import pstats
-import shutil
-import sqlite3
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import msgpack
 
@@ -89,18 +85,35 @@ import mvcc
 from mvcc import where
 
 from ._common import (
+    add_common_arguments,
     best_of_each,
     command_line,
     finish,
     floor,
     format_number,
     format_table,
-    machine_facts,
+    make_doc,
+    parts_of,
     print_floors,
+    print_header,
+    print_profile,
+    ratio,
+    require_positive,
+    run_measured,
+    scratch_directory,
+    sqlite_connect,
 )
-from .core import make_doc, parts_of, sqlite_connect
 
-__all__ = ["ENGINES", "FIGURES", "FLOORS", "PROFILES", "SPEEDUPS", "check_floors", "main"]
+__all__ = [
+    "ENGINES",
+    "FIGURES",
+    "FLOORS",
+    "PROFILES",
+    "SLOW",
+    "SPEEDUPS",
+    "check_floors",
+    "main",
+]
 
 MODULE = "stress.bench.query"
 ENGINES = ("mvcc", "sqlite3")
@@ -131,6 +144,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("eq_memtable", "equality, before the checkpoint", "eq"),
 )
 SLOW = ("eq_scan", "sort_limit")  # time-bounded loops
+ORDERED = ("order_limit", "sort_limit")  # methods whose answers come in a set order
 AFTER_CHECKPOINT = ("eq", "range", "order_limit", "eq_scan", "sort_limit")
 
 
@@ -143,7 +157,7 @@ class Speedup(NamedTuple):
 
 SPEEDUPS: tuple[Speedup, ...] = (
     Speedup("index_eq", "equality: index / full scan", "eq", "eq_scan"),
-    Speedup("index_order", "order_by limit 10: index order / scan + sort", "order_limit", "sort_limit"),
+    Speedup("index_order", "order_by limit 10: index / scan + sort", "order_limit", "sort_limit"),
 )
 
 # (floor name, figure or speedup key, limit, what the limit applies to)
@@ -199,9 +213,6 @@ def expected_ids(docs: Sequence[dict[str, Any]], method: str, arg: Any) -> list[
         return [d["id"] for d in docs if lo <= d["age"] < hi]
     ordered = sorted(docs, key=lambda d: (d["age"], d["id"]))
     return [d["id"] for d in ordered[:arg]]
-
-
-ORDERED = ("order_limit", "sort_limit")
 
 
 # -- engines: one adapter each, the same surface ---------------------------------
@@ -264,7 +275,7 @@ class MvccEngine:
         }[method]()
 
     # What each figure's plan must say (the benchmark measures nothing else).
-    PLAN_CHECKS: dict[str, Callable[[str], bool]] = {
+    PLAN_CHECKS: ClassVar[Mapping[str, Callable[[str], bool]]] = {
         "eq": lambda text: text.startswith("index age: age == "),
         "range": lambda text: text == f"index age: {RANGE[0]} <= age < {RANGE[1]}",
         "order_limit": lambda text: "order by age (index order)" in text,
@@ -276,14 +287,16 @@ class MvccEngine:
 class SqliteEngine:
     """An sqlite3 file in WAL mode, synchronous=FULL; msgpack blobs plus an indexed age."""
 
-    SQL = {
+    SQL: ClassVar[Mapping[str, str]] = {
         "eq": f"SELECT doc FROM {TABLE} WHERE age = ?",
         "range": f"SELECT doc FROM {TABLE} WHERE age >= ? AND age < ?",
         "order_limit": f"SELECT doc FROM {TABLE} WHERE age >= 0 ORDER BY age, id LIMIT ?",
         "eq_scan": f"SELECT doc FROM {TABLE} NOT INDEXED WHERE age = ?",
-        "sort_limit": f"SELECT doc FROM {TABLE} NOT INDEXED WHERE age >= 0 ORDER BY age, id LIMIT ?",
+        "sort_limit": (
+            f"SELECT doc FROM {TABLE} NOT INDEXED WHERE age >= 0 ORDER BY age, id LIMIT ?"
+        ),
     }
-    PLAN_CHECKS: dict[str, Callable[[str], bool]] = {
+    PLAN_CHECKS: ClassVar[Mapping[str, Callable[[str], bool]]] = {
         "eq": lambda text: "USING INDEX users_age (age=?)" in text,
         "range": lambda text: "USING INDEX users_age (age>? AND age<?)" in text,
         "order_limit": lambda text: "INDEX users_age" in text and "TEMP B-TREE" not in text,
@@ -441,10 +454,11 @@ def measure(
     QUERY_PARTS parts alternating between the engines (T4), best of --repeat (T3)."""
     loops: dict[str, list[Loop]] = {}
     for name, engine in engines.items():
+        args = query_args(fig, counts[name])
+        rows = {a: len(expected_ids(docs, fig.method, a)) for a in dict.fromkeys(args)}
         run = getattr(engine, fig.method)
         loops[name] = [
-            Loop(run, part, sum(len(expected_ids(docs, fig.method, a)) for a in part))
-            for part in parts_of(query_args(fig, counts[name]), QUERY_PARTS)
+            Loop(run, part, sum(rows[a] for a in part)) for part in parts_of(args, QUERY_PARTS)
         ]
     secs = best_of_each(dict(loops), cfg.repeat)
     check_loops(fig.key, loops, checks)
@@ -497,14 +511,6 @@ def run_all(directory: str, cfg: Config) -> tuple[Results, Checks]:
 
 
 # -- results: ratios, speed-ups, floors, tables, JSON ----------------------------------
-
-
-def ratio(key: str, results: Results) -> float | None:
-    """mvcc / sqlite3 for the figure (queries/s: > 1 means mvcc is faster)."""
-    mine, theirs = results["mvcc"].get(key), results["sqlite3"].get(key)
-    if mine is None or not theirs:
-        return None
-    return float(mine / theirs)
 
 
 def speedup(spec: Speedup, engine: str, results: Results) -> float | None:
@@ -584,12 +590,9 @@ def print_report(
     header: dict[str, Any], results: Results, checks: Checks, floors: list[Any]
 ) -> None:
     cfg = header["config"]
-    print(f"# query benchmark: {header['command']}")
-    for name, value in header["machine"].items():
-        print(f"#   {name}: {value}")
+    print_header("query", header)
     slow = ", ".join(
-        f"{key} {'/'.join(str(results[e].get(f'{key}_queries')) for e in ENGINES)}"
-        for key in SLOW
+        f"{key} {'/'.join(str(results[e].get(f'{key}_queries')) for e in ENGINES)}" for key in SLOW
     )
     print(
         f"#   {cfg['docs']:,} docs; {cfg['queries']} queries per loop (time-bounded, "
@@ -635,10 +638,7 @@ def profile(what: str, directory: str, cfg: Config, top: int) -> str:
         engine.close()
     out = io.StringIO()
     print(f"{n} queries of {fig.label}, {loop.rows[-1]:,} rows", file=out)
-    stats = pstats.Stats(prof, stream=out)
-    stats.strip_dirs()
-    stats.sort_stats("cumulative").print_stats(top)
-    stats.sort_stats("tottime").print_stats(top)
+    print_profile(pstats.Stats(prof, stream=out), top)
     return out.getvalue()
 
 
@@ -658,57 +658,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         help="seconds the full-scan loops aim at per repetition (default 1; 0.1 --quick)",
     )
-    p.add_argument("--dir", help="where to make a scratch directory (default: the temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    p.add_argument("--quick", action="store_true", help="a small smoke run: few docs, short loops")
-    p.add_argument(
-        "--strict",
-        "--check-floors",
-        dest="strict",
-        action="store_true",
-        help="exit 1 if a floor fails",
-    )
-    p.add_argument(
-        "--profile",
-        choices=PROFILES,
-        help="instead of the benchmark, profile one mvcc workload with cProfile",
-    )
-    p.add_argument("--top", type=int, default=30, help="functions listed per profile table")
+    add_common_arguments(p, PROFILES)
     args = p.parse_args(argv)
-    for name in ("docs", "queries", "repeat", "slow_seconds"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    require_positive(p, args, "docs", "queries", "repeat", "slow_seconds")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = Config.from_args(args)
-    if args.dir:
-        os.makedirs(args.dir, exist_ok=True)
-    directory = tempfile.mkdtemp(prefix="bench-query-", dir=args.dir)
-    try:
+    with scratch_directory(args, "bench-query-") as directory:
         if args.profile:
             print(f"# cProfile of mvcc {args.profile}: {command_line(MODULE)}")
             print(profile(args.profile, directory, cfg, args.top))
             return 0
-        versions = {
-            "sqlite": sqlite3.sqlite_version,
-            "msgpack": ".".join(map(str, msgpack.version)),
-        }
-        header: dict[str, Any] = {
-            "command": command_line(MODULE),
-            "machine": machine_facts(directory, versions),
-            "config": dataclasses.asdict(cfg),
-        }
-        started = time.perf_counter()
-        results, checks = run_all(directory, cfg)
-        header["elapsed_s"] = round(time.perf_counter() - started, 2)
-    finally:
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
+        header, (results, checks) = run_measured(MODULE, directory, cfg, run_all)
     floors = check_floors(results)
     print_report(header, results, checks, floors)
     return finish(
