@@ -115,6 +115,7 @@ from .index import (
     entry_values,
     index_fields,
     indexes_of,
+    merge_entries,
     split_entry,
     unique_prefix,
 )
@@ -582,18 +583,22 @@ class Database:
     # -- indexes (mvcc/index.py) ---------------------------------------------------
 
     def _index_entries(
-        self, tid: int, index: IndexDef, lo: bytes | None, hi: bytes | None, view: PageView
-    ) -> list[bytes]:
-        """Entries of `index` in [lo, hi) of committed versions, sorted: the memtable
-        part (M6) and the page view's (V4).  A superset of what any snapshot reading
-        through `view` sees; the caller re-checks each hit."""
+        self,
+        tid: int,
+        index: IndexDef,
+        lo: bytes | None,
+        hi: bytes | None,
+        view: PageView,
+        reverse: bool = False,
+    ) -> Iterator[bytes]:
+        """Entries of `index` in [lo, hi) of committed versions, in order: the
+        memtable part (M6) merged with the page view's (V4).  A superset of what
+        any snapshot reading through `view` sees; the caller re-checks each hit."""
         with self._latch:  # a SortedSet is not safe to iterate while another thread applies
             part = self.memtable.index_part(tid, index)
-            mine = list(part.irange(lo, hi, inclusive=(True, False)))
-        theirs = view.index_entries(tid, index, lo, hi)
-        if not mine or not theirs:
-            return mine or theirs
-        return sorted(set(mine).union(theirs))
+            mine = list(part.irange(lo, hi, inclusive=(True, False), reverse=reverse))
+        theirs = view.index_entries(tid, index, lo, hi, reverse=reverse)
+        return merge_entries(mine, theirs, reverse=reverse) if mine else theirs
 
     def _latest_view(self, state: State) -> PageView:
         """A view that, with the memtable caught up to `state`, reads the newest

@@ -47,8 +47,9 @@ Invariants
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -65,6 +66,7 @@ __all__ = [
     "index_fields",
     "indexes_of",
     "make_entry",
+    "merge_entries",
     "split_entry",
     "unique_prefix",
     "values_key",
@@ -154,6 +156,19 @@ def entry_key(doc: dict[str, Any], index: IndexDef, pk: Any) -> bytes | None:
 def make_entry(values: bytes, pk_key: bytes) -> bytes:
     """An entry from its values part and its encoded primary key."""
     return values + pk_key + len(pk_key).to_bytes(2, "big")
+
+
+def merge_entries(*parts: Iterable[bytes], reverse: bool = False) -> Iterator[bytes]:
+    """The union of sorted entry streams, in order (descending when `reverse`),
+    each entry once; lazy, so a reader that stops early reads little."""
+    if len(parts) == 1:
+        yield from parts[0]
+        return
+    last = None
+    for entry in heapq.merge(*parts, reverse=reverse):
+        if entry != last:
+            yield entry
+            last = entry
 
 
 def split_entry(entry: bytes) -> tuple[bytes, bytes]:

@@ -366,8 +366,7 @@ class Table:
             return
         index, tid = p.index, self.tid
         for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
-            entries = tx.index_entries(tid, index, lo, hi)
-            for entry in reversed(entries) if p.reverse else entries:
+            for entry in tx.index_entries(tid, index, lo, hi, reverse=p.reverse):
                 values, key = split_entry(entry)
                 found = tx.read(tid, key)
                 if found is None:

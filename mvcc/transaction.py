@@ -33,7 +33,7 @@ from storage.codec import unpack_doc
 from storage.keys import decode_key
 
 from .errors import ClosedError, ReadOnlyError
-from .index import IndexDef, entry_key
+from .index import IndexDef, entry_key, merge_entries
 from .memtable import MISSING
 
 if TYPE_CHECKING:
@@ -166,15 +166,22 @@ class Transaction:
                 yield rest, last
 
     def index_entries(
-        self, tid: int, index: IndexDef, lo: bytes | None, hi: bytes | None
-    ) -> list[bytes]:
-        """Entries of `index` in [lo, hi), sorted: committed ones (a superset of
-        what the snapshot sees) and those of this transaction's writes.  The
-        caller re-checks each against the document `read` returns (T1)."""
+        self,
+        tid: int,
+        index: IndexDef,
+        lo: bytes | None,
+        hi: bytes | None,
+        *,
+        reverse: bool = False,
+    ) -> Iterator[bytes]:
+        """Entries of `index` in [lo, hi), in order (descending when `reverse`),
+        lazily: committed ones (a superset of what the snapshot sees) and those
+        of this transaction's writes.  The caller re-checks each against the
+        document `read` returns (T1)."""
         self._check_active()
         if self.serializable:
             self.index_ranges.append((tid, index, lo, hi))
-        committed = self.db._index_entries(tid, index, lo, hi, self._view)
+        committed = self.db._index_entries(tid, index, lo, hi, self._view, reverse)
         mine = []
         for (t, key), value in self.writes.items():
             if t == tid and value is not None:
@@ -183,7 +190,7 @@ class Transaction:
                     mine.append(entry)
         if not mine:
             return committed
-        return sorted(set(committed).union(mine))
+        return merge_entries(committed, sorted(mine, reverse=reverse), reverse=reverse)
 
     # -- writes (T2, T5) -----------------------------------------------------
 

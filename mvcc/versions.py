@@ -164,10 +164,18 @@ class PageView:
             return tree
 
     def index_entries(
-        self, tid: int, index: IndexDef, lo: bytes | None, hi: bytes | None
-    ) -> list[bytes]:
+        self,
+        tid: int,
+        index: IndexDef,
+        lo: bytes | None,
+        hi: bytes | None,
+        *,
+        reverse: bool = False,
+    ) -> Iterator[bytes]:
         """The entries of `index` in [lo, hi) for the versions of this generation,
-        in order: its index tree's, or computed from the table tree (V4)."""
+        in order (descending when `reverse`): its index tree's, read lazily (the
+        generation's pages stay while it is pinned), or computed from the table
+        tree (V4)."""
         name = index_tree_name(index.id)
         try:
             tree = self._trees[name]
@@ -175,7 +183,7 @@ class PageView:
             tree = None if self.snapshot is None else self.snapshot.tree(name)
             self._trees[name] = tree
         if tree is not None:
-            return [k for k, _v in tree.cursor(lo, hi)]
+            return (k for k, _v in tree.cursor(lo, hi, reverse=reverse))
         entries = self._computed.get(index.id)
         if entries is None:
             found: set[bytes] = set()
@@ -184,7 +192,7 @@ class PageView:
             entries = self._computed[index.id] = sorted(found)
         start = 0 if lo is None else bisect.bisect_left(entries, lo)
         end = len(entries) if hi is None else bisect.bisect_left(entries, hi)
-        return entries[start:end]
+        return reversed(entries[start:end]) if reverse else iter(entries[start:end])
 
     def chain(self, tid: int, key: bytes) -> Chain | None:
         tree = self.tree(tid)
