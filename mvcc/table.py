@@ -365,10 +365,11 @@ class Table:
                     yield doc
             return
         index, tid = p.index, self.tid
+        read = tx.reader(tid)
         for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
             for entry in tx.index_entries(tid, index, lo, hi, reverse=p.reverse):
                 values, key = split_entry(entry)
-                found = tx.read(tid, key)
+                found = read(key)
                 if found is None:
                     continue
                 doc = unpack_doc(found)

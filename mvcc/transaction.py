@@ -26,7 +26,8 @@ Invariants
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from storage.codec import unpack_doc
@@ -135,6 +136,22 @@ class Transaction:
         if self.serializable:
             self.reads.add((tid, key))
         return self.db._read(tid, key, self.snapshot, self._view)
+
+    def reader(self, tid: int) -> Callable[[bytes], bytes | None]:
+        """`read(tid, key)` as a function of the key, for a loop over many keys
+        of one table (an index read): with no writes and no read set to keep,
+        it goes straight to the memtable and the page view."""
+        self._check_active()
+        if self.writes or self.serializable:
+            return functools.partial(self.read, tid)
+        version, floor, snapshot = self.db.memtable.version, self._view.ts, self.snapshot
+        view_read = self._view.read
+
+        def read(key: bytes) -> bytes | None:
+            value = version(tid, key, snapshot, floor)
+            return view_read(tid, key, snapshot) if value is MISSING else value
+
+        return read
 
     def scan(
         self, tid: int, lo: bytes | None = None, hi: bytes | None = None
