@@ -79,6 +79,7 @@ from locking.errors import LockWaitTimeout, StateError
 from locking.filelock import LockSet
 from locking.registry import Registry
 from locking.statefile import State, StateFile
+from storage.btree import max_key_size
 from storage.codec import pack_doc, unpack_doc
 from storage.crypto import PageCipher, create_key_file, load_key_file
 from storage.errors import CorruptPage, StorageError
@@ -114,9 +115,9 @@ from .index import (
     entry_key,
     entry_values,
     index_fields,
-    indexes_of,
     merge_entries,
     split_entry,
+    table_indexes,
     unique_prefix,
 )
 from .memtable import CATALOG, MISSING, Memtable, encode_frame
@@ -285,6 +286,7 @@ class Database:
                         )
                     )
                 )
+                self.max_key = max_key_size(self.pages.page_size)  # keys and index entries
                 state_path = os.path.join(self.path, "state")
                 if self.locks.open.try_acquire():
                     self.state = stack.enter_context(self._open_state_alone(state_path))
@@ -619,8 +621,7 @@ class Database:
         cached = self._index_cache.get(tid)
         if cached is not None and cached[0] == mark:
             return cached[1]
-        row = self._read(CATALOG, key, state.commit_ts, view)
-        indexes = () if row is None else indexes_of(unpack_doc(row))
+        indexes = table_indexes(self._read(CATALOG, key, state.commit_ts, view), tid)
         self._index_cache[tid] = (mark, indexes)
         return indexes
 
@@ -634,14 +635,14 @@ class Database:
             if tid != CATALOG and value is not None:
                 by_table.setdefault(tid, []).append((key, value))
         for tid, tid_writes in by_table.items():
-            indexes = self._latest_indexes(tid, state, view)
+            indexes = self._tx_indexes(tx, tid, state, view)
             if not indexes:
                 continue
             uniques = [index for index in indexes if index.unique]
             taken: dict[tuple[int, bytes], bytes] = {}  # (index id, prefix) -> key
             for key, value in tid_writes:
                 doc = unpack_doc(value)
-                check_document(doc, indexes)
+                check_document(doc, indexes, key, self.max_key)
                 for index in uniques:
                     prefix = unique_prefix(doc, index)
                     if prefix is None:
@@ -652,7 +653,20 @@ class Database:
                     if other is not None:
                         raise self._unique_violation(tid, index, doc)
         for tid, index in tx.unique_builds:
-            self._check_unique_build(tx, tid, index, state, view)
+            if index in self._tx_indexes(tx, tid, state, view):  # not dropped again since
+                self._check_unique_build(tx, tid, index, state, view)
+
+    def _tx_indexes(
+        self, tx: Transaction, tid: int, state: State, view: PageView
+    ) -> tuple[IndexDef, ...]:
+        """The indexes `tx` commits table `tid` with: its own write of the catalog
+        row if it made one (a concurrent change of that row conflicts on it),
+        else the newest committed row's (D8)."""
+        name = self._names.get(tid)
+        row = MISSING if name is None else tx.writes.get((CATALOG, encode_key((name,))), MISSING)
+        if row is MISSING:
+            return self._latest_indexes(tid, state, view)
+        return table_indexes(row, tid)
 
     def _holder(
         self,
@@ -694,7 +708,7 @@ class Database:
     def _claim(
         self, seen: dict[bytes, bytes], tid: int, index: IndexDef, doc: dict[str, Any], key: bytes
     ) -> None:
-        check_document(doc, (index,))
+        check_document(doc, (index,), key, self.max_key)
         prefix = unique_prefix(doc, index)
         if prefix is not None and seen.setdefault(prefix, key) != key:
             raise self._unique_violation(tid, index, doc)

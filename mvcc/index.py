@@ -43,6 +43,9 @@ Invariants
      ignores rows with a NULL).
 (N4) `IndexDef.from_spec(d.to_spec()) == d`, and `to_spec()` holds only what
      msgpack stores.
+(N5) An entry is at most a page-file key long (storage/btree.py B6: 504 bytes
+     on 4 KiB pages): `check_document` refuses a longer one before anything
+     is written, since a checkpoint could not store it and would fail for good.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from storage.codec import unpack_doc
 from storage.keys import ABSENT, encode_key
 
 from .errors import ValidationError
@@ -68,6 +72,7 @@ __all__ = [
     "make_entry",
     "merge_entries",
     "split_entry",
+    "table_indexes",
     "unique_prefix",
     "values_key",
 ]
@@ -128,6 +133,14 @@ class IndexDef:
 def indexes_of(row: dict[str, Any]) -> tuple[IndexDef, ...]:
     """The indexes a table's catalog row lists (none in a row from before indexes)."""
     return tuple(IndexDef.from_spec(spec) for spec in row.get("indexes") or ())
+
+
+def table_indexes(packed_row: bytes | None, tid: int) -> tuple[IndexDef, ...]:
+    """The indexes of table `tid` from the packed catalog row under its name:
+    none if the row is gone or is another table's (a handle outlives a drop,
+    and the name may have been taken again)."""
+    row = None if packed_row is None else unpack_doc(packed_row)
+    return indexes_of(row) if row is not None and row["id"] == tid else ()
 
 
 def _element(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -200,8 +213,12 @@ def unique_prefix(doc: dict[str, Any], index: IndexDef) -> bytes | None:
     return encode_key(values)
 
 
-def check_document(doc: dict[str, Any], indexes: Iterable[IndexDef]) -> None:
-    """N2: ValidationError naming the field if an indexed field of `doc` is NaN."""
+def check_document(
+    doc: dict[str, Any], indexes: Iterable[IndexDef], pk_key: bytes, max_key: int
+) -> None:
+    """N2 and N5: ValidationError naming the field if an indexed field of `doc`
+    is NaN, or if `doc`'s entry in an index (primary key `pk_key`) would be
+    longer than a page-file key may be (`max_key`)."""
     for index in indexes:
         for path, name in zip(index.paths, index.fields):
             value = resolve(doc, path)
@@ -209,3 +226,11 @@ def check_document(doc: dict[str, Any], indexes: Iterable[IndexDef]) -> None:
                 raise ValidationError(
                     f"{name} is NaN, which the index on {index.name} cannot order", field=name
                 )
+        values = values_key(doc, index)
+        if values is not None and len(values) + len(pk_key) + 2 > max_key:
+            raise ValidationError(
+                f"the entry in the index on {index.name} would be "
+                f"{len(values) + len(pk_key) + 2} bytes; an index entry holds at most "
+                f"{max_key} (the values of {', '.join(index.fields)} and the primary key)",
+                field=index.fields[0],
+            )

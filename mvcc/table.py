@@ -47,6 +47,7 @@ from .index import (
     index_fields,
     indexes_of,
     split_entry,
+    table_indexes,
     unique_prefix,
     values_key,
 )
@@ -117,12 +118,19 @@ class Table:
 
     def _key(self, pk: Any) -> bytes:
         try:
-            return encode_key((pk,))
+            key = encode_key((pk,))
         except EncodeError as exc:
             raise ValidationError(
                 f"{self.name}.{self.primary_key}: {pk!r} cannot be a primary key ({exc})",
                 field=self.primary_key,
             ) from exc
+        if len(key) > self.db.max_key:  # a checkpoint could not store it (btree.py B6)
+            raise ValidationError(
+                f"{self.name}.{self.primary_key}: a primary key encodes to at most "
+                f"{self.db.max_key} bytes, not {len(key)}",
+                field=self.primary_key,
+            )
+        return key
 
     def _own(self, doc: Any) -> dict[str, Any]:
         """A copy of `doc` to add the primary key to; ValidationError if not a dict."""
@@ -148,15 +156,15 @@ class Table:
         transaction."""
         indexes = tx.catalog.get(self.tid)
         if indexes is None:
-            row = tx.read(CATALOG, self._catalog_key)
-            indexes = tx.catalog[self.tid] = () if row is None else indexes_of(unpack_doc(row))
+            indexes = table_indexes(tx.read(CATALOG, self._catalog_key), self.tid)
+            tx.catalog[self.tid] = indexes
         return indexes
 
     def _write(self, tx: Transaction, key: bytes, doc: dict[str, Any]) -> None:
         """Check `doc` against the indexes (B4), pack it, buffer it."""
         indexes = self._indexes(tx)
         if indexes:
-            check_document(doc, indexes)
+            check_document(doc, indexes, key, self.db.max_key)
             for index in indexes:
                 if index.unique:
                     self._check_unique(tx, index, doc, key)
@@ -211,11 +219,11 @@ class Table:
     def _check_existing(self, tx: Transaction, index: IndexDef) -> None:
         """A new index over the records `tx` sees: no NaN, no duplicate if unique."""
         seen: dict[bytes, Any] = {}
-        for _key, packed in tx.scan(self.tid):
+        for key, packed in tx.scan(self.tid):
             doc = unpack_doc(packed)
-            check_document(doc, (index,))
+            check_document(doc, (index,), key, self.db.max_key)
             prefix = unique_prefix(doc, index) if index.unique else None
-            if prefix is not None and seen.setdefault(prefix, _key) != _key:
+            if prefix is not None and seen.setdefault(prefix, key) != key:
                 raise self.db._unique_violation(self.tid, index, doc)
 
     def drop_index(self, *fields: str) -> bool:
@@ -239,9 +247,10 @@ class Table:
 
     def _row(self, tx: Transaction) -> dict[str, Any]:
         row = tx.read(CATALOG, self._catalog_key)
-        if row is None:
+        spec = None if row is None else unpack_doc(row)
+        if spec is None or spec["id"] != self.tid:  # dropped (and perhaps made again)
             raise TableNotFound(table=self.name)
-        return unpack_doc(row)
+        return spec
 
     # -- writes ----------------------------------------------------------------
 
@@ -302,15 +311,21 @@ class Table:
             else:
                 packed = tx.read(self.tid, self._key(target))
                 docs = [] if packed is None else [unpack_doc(packed)]
-            for doc in docs:
-                pk = doc[self.primary_key]
-                if callable(changes):
-                    new = changes(doc)
-                    doc = doc if new is None else self._own(new)
-                else:
-                    doc.update(changes)
-                doc[self.primary_key] = pk
-                self._write(tx, self._key(pk), doc)
+            depth = tx.savepoint()  # B1: all of them or, on an error, none
+            try:
+                for doc in docs:
+                    pk = doc[self.primary_key]
+                    if callable(changes):
+                        new = changes(doc)
+                        doc = doc if new is None else self._own(new)
+                    else:
+                        doc.update(changes)
+                    doc[self.primary_key] = pk
+                    self._write(tx, self._key(pk), doc)
+            except BaseException:
+                tx.rollback_to(depth)
+                raise
+            tx.release_savepoint(depth)
             return len(docs)
 
     def delete(self, target: Any) -> int:

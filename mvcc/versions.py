@@ -153,7 +153,7 @@ class PageView:
         self.ts = ts
         self.where = where
         self._trees: dict[int | bytes, BTree | None] = {}
-        self._computed: dict[int, list[bytes]] = {}  # index id -> entries (V4)
+        self._computed: dict[tuple[int, int], list[bytes]] = {}  # (tid, index id) -> V4
 
     def tree(self, tid: int) -> BTree | None:
         try:
@@ -184,12 +184,12 @@ class PageView:
             self._trees[name] = tree
         if tree is not None:
             return (k for k, _v in tree.cursor(lo, hi, reverse=reverse))
-        entries = self._computed.get(index.id)
+        entries = self._computed.get((tid, index.id))
         if entries is None:
             found: set[bytes] = set()
             for key, data in self.items(tid, None, None):
                 found |= chain_entries(key, decode_chain(data, self.where), index)
-            entries = self._computed[index.id] = sorted(found)
+            entries = self._computed[(tid, index.id)] = sorted(found)
         start = 0 if lo is None else bisect.bisect_left(entries, lo)
         end = len(entries) if hi is None else bisect.bisect_left(entries, hi)
         return reversed(entries[start:end]) if reverse else iter(entries[start:end])

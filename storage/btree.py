@@ -47,7 +47,13 @@ from .codec import MAX_VALUE_SIZE
 from .errors import StorageError, TooLarge
 from .format import CAPACITY_SLACK
 
-__all__ = ["BTree", "Node", "NodeStore", "WritableStore"]
+__all__ = ["BTree", "Node", "NodeStore", "WritableStore", "max_key_size"]
+
+
+def max_key_size(page_size: int) -> int:
+    """The longest key a tree of `page_size`-byte pages holds (B6)."""
+    return (page_size - CAPACITY_SLACK) // 8
+
 
 # Bulk load leaves room for a few inserts before the first split.
 BULK_FILL = 0.9
@@ -165,7 +171,7 @@ class BTree:
         self._cache = store.cache
         self._dirty = False
         self.capacity = store.page_size - CAPACITY_SLACK
-        self.max_key = self.capacity // 8
+        self.max_key = max_key_size(store.page_size)
         self.max_inline = self.capacity // 4
 
     # -- reading -------------------------------------------------------------

@@ -336,11 +336,12 @@ def _agree(
         got = indexed.find(q, order_by=order, limit=limit, offset=offset)
         if order is not None:
             assert got == want, how
-        else:  # no order asked: any order, and a limit may cut any subset
+        else:  # no order asked: any order, so offset and limit may cut any subset
             every = plain.find(q).ids()
             assert len(got) == len(want), how
             assert set(got.ids()) <= set(every), how
-            if limit is None:
+            assert len(set(got.ids())) == len(got), how
+            if limit is None and offset == 0:
                 assert sorted(got.ids()) == sorted(want.ids()), how
         assert indexed.count(q) == plain.count(q), how
 
@@ -444,3 +445,79 @@ def test_update_and_delete_take_a_query(tmp_path: Path) -> None:
         assert t.update(where("n") == 99, {"x": 1}) == 0
         with pytest.raises(mvcc.ValidationError):
             t.update(1, 5)  # neither a dict nor a callable
+
+
+# -- regressions found in review ---------------------------------------------------
+
+
+def test_an_entry_too_long_for_a_page_key_is_refused_at_the_call(tmp_path: Path) -> None:
+    """N5: a checkpoint could not store it, and would fail for good."""
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t", indexes=["name"])
+        with pytest.raises(mvcc.ValidationError, match="at most") as info:
+            t.insert({"name": "x" * 600})
+        assert info.value.field == "name"
+        with pytest.raises(mvcc.ValidationError, match="primary key"):
+            t.put("k" * 600, {"name": "short"})
+        u = db.table("u")
+        u.insert({"long": "y" * 600})
+        with pytest.raises(mvcc.ValidationError):
+            u.create_index("long")
+        t.insert({"name": "x" * 100})
+        db.checkpoint()  # still possible
+        assert t.count(where("name") == "x" * 100) == 1
+
+
+def test_a_stale_handle_does_not_mix_with_a_table_made_again(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        old = db.table("t")
+        old.insert({"_id": 1, "a": 7})
+        db.drop_table("t")
+        new = db.table("t")
+        new.insert({"_id": 5, "a": 7})
+        db.checkpoint()
+        assert old.find(where("a") == 7).ids() == [1]  # computed entries of the old table
+        new.create_index("a")
+        assert new.find(where("a") == 7).ids() == [5]
+        with pytest.raises(mvcc.TableNotFound):
+            old.create_index("a")
+
+
+def test_a_failed_update_by_query_changes_nothing(tmp_path: Path) -> None:
+    """B1: the first documents' changes are undone when a later one fails."""
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t", indexes=["score"], unique=["email"])
+        t.insert_many([{"_id": i, "email": f"e{i}", "score": i} for i in range(3)])
+        with db.transaction():
+            with pytest.raises(mvcc.UniqueViolation):
+                t.update(where("score") >= 0, {"email": "same"})
+            with pytest.raises(mvcc.ValidationError):
+                t.update(where("score") >= 1, lambda d: {**d, "score": math.nan, "x": [1, 2]})
+        assert [(d["email"], d["score"]) for d in t.find(order_by="score")] == [
+            ("e0", 0),
+            ("e1", 1),
+            ("e2", 2),
+        ]
+
+
+def test_index_changes_follow_savepoints_and_own_catalog_writes(tmp_path: Path) -> None:
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t")
+        t.insert({"email": "a"})
+        with db.transaction():
+            with pytest.raises(RuntimeError), db.transaction():
+                t.create_index("email", unique=True)
+                raise RuntimeError("undo the savepoint")
+            t.insert({"email": "a"})  # no unique index any more: allowed
+        assert t.indexes() == [] and t.count(where("email") == "a") == 2
+        t.create_index("email")
+        with db.transaction():
+            t.drop_index("email")
+            t.create_index("email", unique=False)
+            t.insert({"email": "a"})
+        u = db.table("u", unique=["email"])
+        u.insert({"email": "a"})
+        with db.transaction():
+            u.drop_index("email")  # dropped in this transaction: its commit does not check it
+            u.insert({"email": "a"})
+        assert u.count() == 2
