@@ -67,7 +67,10 @@ Invariants
      unbound fields after the order field (index (last, first), order by
      last): the order would be right but ties would come by `first` instead
      of by primary key, so a limit would cut a different set than the sort.
-     `reverse` is True only for an ordered, descending index read.
+     `reverse` is True only for an ordered, descending index read.  A full
+     scan walks primary keys in order, so it is `ordered` for order_by the
+     primary key ascending (`plan(primary_key=)` names it): ``find(order_by=
+     "_id", limit=10)`` stops after ten.
 (P6) `order_key(doc, path)` orders as the index does: `storage.keys.sort_key`
      of the value, and a missing, list, dict (or NaN) value gives the key of
      ABSENT, first ascending (and so last descending), as ABSENT entries are.
@@ -555,6 +558,8 @@ class Plan:
             text = ("-" if descending else "") + ".".join(path)
             if not self.ordered:
                 parts.append(f"then sort by {text}")
+            elif index is None:
+                parts.append(f"order by {text} (primary key order)")
             else:
                 parts.append(
                     f"order by {text} (index order{', backwards' if self.reverse else ''})"
@@ -573,8 +578,10 @@ def plan(
     order_by: str | None = None,
     limit: int | None = None,
     offset: int = 0,
+    primary_key: str | None = None,
 ) -> Plan:
-    """The plan for `query` over a table with `indexes` (P1-P8).
+    """The plan for `query` over a table with `indexes` (P1-P8); `primary_key`
+    names the field a full scan walks in order (P5).
 
     >>> from mvcc.query import where
     >>> age = IndexDef(1, ("age",))
@@ -589,7 +596,7 @@ def plan(
     if needs is None:
         # Nothing can match: read no entry of any index (ranges ()), or scan
         # when there is none; the executor's re-check answers either way.
-        return _nothing(node, indexes, order, limit, offset)
+        return _nothing(node, indexes, order, limit, offset, primary_key)
     best: tuple[tuple[int, ...], _Prefix, bool] | None = None
     for position, index in enumerate(indexes):
         prefix = _prefix(needs, index)
@@ -600,7 +607,7 @@ def plan(
         if best is None or key < best[0]:
             best = (key, prefix, serves)
     if best is None:
-        return Plan(None, FULL, order is None, False, order, limit, offset, node)
+        return _scan(node, order, limit, offset, primary_key)
     _key, prefix, serves = best
     ranges = _ranges(node, prefix.index)
     assert ranges is not None, "a needed first field always yields ranges"
@@ -614,14 +621,25 @@ def plan(
     return Plan(prefix.index, tuple(ranges), ordered, reverse, order, limit, offset, node, text)
 
 
+def _scan(
+    node: Query, order: Order | None, limit: int | None, offset: int, primary_key: str | None
+) -> Plan:
+    """A full scan: in primary-key order, which is the order asked for when it
+    is none or the primary key ascending (keys.py I1: the encoded keys the
+    scan walks order as `order_key` does)."""
+    by_key = order is not None and primary_key is not None and order == ((primary_key,), False)
+    return Plan(None, FULL, order is None or by_key, False, order, limit, offset, node)
+
+
 def _nothing(
     node: Query,
     indexes: Sequence[IndexDef],
     order: Order | None,
     limit: int | None,
     offset: int,
+    primary_key: str | None,
 ) -> Plan:
     if not indexes:
-        return Plan(None, FULL, order is None, False, order, limit, offset, node)
+        return _scan(node, order, limit, offset, primary_key)
     index = min(indexes, key=lambda i: i.id)
     return Plan(index, (), True, False, order, limit, offset, node, "nothing can match")

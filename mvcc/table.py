@@ -366,7 +366,14 @@ class Table:
         limit: int | None = None,
         offset: int = 0,
     ) -> Plan:
-        return plan(query, self._indexes(tx), order_by=order_by, limit=limit, offset=offset)
+        return plan(
+            query,
+            self._indexes(tx),
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            primary_key=self.primary_key,
+        )
 
     def _select(
         self, tx: Transaction, query: Query, p: Plan | None = None

@@ -278,7 +278,7 @@ queries = st.recursive(
     ),
     max_leaves=4,
 )
-orders = st.sampled_from([None, "a", "-a", "b", "-c", "d.e"])
+orders = st.sampled_from([None, "a", "-a", "b", "-c", "d.e", "_id", "-_id"])
 
 
 @settings(

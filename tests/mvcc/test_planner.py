@@ -757,3 +757,14 @@ def test_plan_is_frozen() -> None:
     assert isinstance(p, Plan)
     with pytest.raises(AttributeError):
         p.index = None  # type: ignore[misc]
+
+
+def test_a_full_scan_serves_the_primary_key_order() -> None:
+    """P5: a full scan walks primary keys in order, ascending only."""
+    up = plan(None, [], order_by="_id", limit=3, primary_key="_id")
+    assert up.index is None and up.ordered and up.stop == 3
+    assert up.explain() == "full scan; order by _id (primary key order); limit 3"
+    down = plan(None, [], order_by="-_id", primary_key="_id")
+    assert not down.ordered and down.explain() == "full scan; then sort by -_id"
+    assert not plan(None, [], order_by="_id").ordered  # no primary key named
+    assert not plan(None, [], order_by="id", primary_key="_id").ordered
