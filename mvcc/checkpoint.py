@@ -227,16 +227,19 @@ def _fold_indexes(
                 assert tree is not None  # create=True
                 table = txn.tree(tree_name(tid))
                 for key, data in () if table is None else table.cursor():
-                    for entry in chain_entries(key, decode_chain(data, where), index):
-                        tree.put(entry, b"")
+                    for entry, value in chain_entries(
+                        key, decode_chain(data, where), index
+                    ).items():
+                        tree.put(entry, value)
                 continue
             for key, old, kept in folded.get(tid, ()):
                 before = chain_entries(key, old, index)
                 after = chain_entries(key, kept, index)
-                for entry in before - after:
+                for entry in before.keys() - after.keys():
                     tree.delete(entry)
-                for entry in after - before:
-                    tree.put(entry, b"")
+                for entry, value in after.items():
+                    if before.get(entry) != value:  # new, or its head changed (V5)
+                        tree.put(entry, value)
 
 
 def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:

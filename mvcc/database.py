@@ -110,6 +110,7 @@ from .errors import (
 )
 from .ids import IdAllocator
 from .index import (
+    Hit,
     IndexDef,
     check_document,
     entry_key,
@@ -592,13 +593,16 @@ class Database:
         hi: bytes | None,
         view: PageView,
         reverse: bool = False,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[Hit]:
         """Entries of `index` in [lo, hi) of committed versions, in order: the
-        memtable part (M6) merged with the page view's (V4).  A superset of what
-        any snapshot reading through `view` sees; the caller re-checks each hit."""
+        memtable part (M6) merged with the page view's (V4, V5).  A superset of
+        what any snapshot reading through `view` sees; the caller re-checks
+        each hit that covers no document."""
         with self._latch:  # a SortedSet is not safe to iterate while another thread applies
             part = self.memtable.index_part(tid, index)
-            mine = list(part.irange(lo, hi, inclusive=(True, False), reverse=reverse))
+            mine = [
+                (e, None) for e in part.irange(lo, hi, inclusive=(True, False), reverse=reverse)
+            ]
         theirs = view.index_entries(tid, index, lo, hi, reverse=reverse)
         return merge_entries(mine, theirs, reverse=reverse) if mine else theirs
 
@@ -680,7 +684,7 @@ class Database:
     ) -> bytes | None:
         """Another record whose newest version (or `tx`'s write of it) holds the
         unique value `prefix` in `index`, or None."""
-        for entry in self._index_entries(tid, index, prefix, prefix_end(prefix), view):
+        for entry, _doc in self._index_entries(tid, index, prefix, prefix_end(prefix), view):
             other = split_entry(entry)[1]
             if other == key:
                 continue

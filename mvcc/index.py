@@ -54,6 +54,7 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 from storage.codec import unpack_doc
@@ -63,6 +64,7 @@ from .errors import ValidationError
 from .query import parse_path, rank, resolve
 
 __all__ = [
+    "Hit",
     "IndexDef",
     "check_document",
     "entry_key",
@@ -185,17 +187,25 @@ def make_entry(values: bytes, pk_key: bytes) -> bytes:
     return values + pk_key + len(pk_key).to_bytes(2, "big")
 
 
-def merge_entries(*parts: Iterable[bytes], reverse: bool = False) -> Iterator[bytes]:
-    """The union of sorted entry streams, in order (descending when `reverse`),
-    each entry once; lazy, so a reader that stops early reads little."""
+Hit = tuple[bytes, "bytes | None"]
+"""An index read's item: an entry, and the document it covers (a page-file
+index tree's head entry, versions.py V5), b"" for a page-file entry of an
+older version, or None for an entry of the memtable or the write set."""
+
+
+def merge_entries(*parts: Iterable[Hit], reverse: bool = False) -> Iterator[Hit]:
+    """The union of sorted hit streams, in entry order (descending when
+    `reverse`), each entry once: from the earliest part that has it (callers
+    put the memtable and the write set first, whose versions are newer);
+    lazy, so a reader that stops early reads little."""
     if len(parts) == 1:
         yield from parts[0]
         return
     last = None
-    for entry in heapq.merge(*parts, reverse=reverse):
-        if entry != last:
-            yield entry
-            last = entry
+    for hit in heapq.merge(*parts, key=itemgetter(0), reverse=reverse):
+        if hit[0] != last:
+            yield hit
+            last = hit[0]
 
 
 def split_entry(entry: bytes) -> tuple[bytes, bytes]:

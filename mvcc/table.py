@@ -21,7 +21,10 @@ Invariants
 (B5) A query read through an index yields a record only when the entry it
      came from is the entry of the version the transaction sees and the query
      matches that version: stale entries of older or newer versions are
-     skipped, so index reads are exactly what a full scan would return.
+     skipped, so index reads are exactly what a full scan would return.  A
+     page-file entry that covers the head version's document (versions.py V5)
+     is that version's entry by construction: when the transaction sees the
+     head, the document comes from the entry, unread and unchecked.
 
 Queries (the executor): `compile_query` (mvcc/query.py), `plan`
 (mvcc/planner.py) picks an index and key ranges or a full scan; the ranges
@@ -176,7 +179,7 @@ class Table:
         prefix = unique_prefix(doc, index)
         if prefix is None:
             return
-        for entry in tx.index_entries(self.tid, index, prefix, prefix_end(prefix)):
+        for entry, _doc in tx.index_entries(self.tid, index, prefix, prefix_end(prefix)):
             other = split_entry(entry)[1]
             if other == key:
                 continue
@@ -387,10 +390,18 @@ class Table:
                     yield doc
             return
         index, tid = p.index, self.tid
-        read = tx.reader(tid)
+        read, sees_head = tx.reader(tid), tx.head_reader(tid)
         for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
-            for entry in tx.index_entries(tid, index, lo, hi, reverse=p.reverse):
+            for entry, covered in tx.index_entries(tid, index, lo, hi, reverse=p.reverse):
                 values, key = split_entry(entry)
+                if covered is not None and sees_head is not None and sees_head(key):
+                    # versions.py V5: the head is what this snapshot sees, and
+                    # `covered` is its document, or b"" for an older version.
+                    if covered:
+                        doc = unpack_doc(covered)
+                        if query(doc):
+                            yield doc
+                    continue
                 found = read(key)
                 if found is None:
                     continue

@@ -42,7 +42,7 @@ from storage.codec import unpack_doc
 from storage.keys import decode_key
 
 from .errors import ClosedError, ReadOnlyError
-from .index import IndexDef, entry_key, merge_entries
+from .index import Hit, IndexDef, entry_key, merge_entries
 from .memtable import MISSING
 
 if TYPE_CHECKING:
@@ -165,6 +165,30 @@ class Transaction:
 
         return read
 
+    def head_reader(self, tid: int) -> Callable[[bytes], bool] | None:
+        """For an index read's covered hits (versions.py V5): a function telling
+        whether this transaction sees the page view's head version of a record
+        (no write of its own, no memtable version in (floor, S]); it records
+        the read under serializable.  None when the view is newer than the
+        snapshot, where the head may not be what it sees."""
+        self._check_active()
+        view = self._view
+        if view.ts > self.snapshot:
+            return None
+        version, floor, snapshot = self.db.memtable.version, view.ts, self.snapshot
+        reads = self.reads if self.serializable else None
+
+        def sees_head(key: bytes) -> bool:
+            if self.writes and (tid, key) in self.writes:
+                return False
+            if version(tid, key, snapshot, floor) is not MISSING:
+                return False
+            if reads is not None:
+                reads.add((tid, key))
+            return True
+
+        return sees_head
+
     def scan(
         self, tid: int, lo: bytes | None = None, hi: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
@@ -202,7 +226,7 @@ class Transaction:
         hi: bytes | None,
         *,
         reverse: bool = False,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[Hit]:
         """Entries of `index` in [lo, hi), in order (descending when `reverse`),
         lazily: committed ones (a superset of what the snapshot sees) and those
         of this transaction's writes.  The caller re-checks each against the
@@ -220,8 +244,8 @@ class Transaction:
         entries = own[2]
         if not entries:
             return committed
-        mine = list(entries.irange(lo, hi, inclusive=(True, False), reverse=reverse))
-        return merge_entries(committed, mine, reverse=reverse) if mine else committed
+        mine = [(e, None) for e in entries.irange(lo, hi, inclusive=(True, False), reverse=reverse)]
+        return merge_entries(mine, committed, reverse=reverse) if mine else committed
 
     @staticmethod
     def _own_entry(

@@ -28,6 +28,13 @@ at the first checkpoint after the index was created.
 (V4) In one generation an index tree, when it exists, holds exactly the
      entries of the versions in its table's tree.  Until it exists,
      `PageView.index_entries` computes the same set from the table tree.
+(V5) An entry's value is the packed document of its chain's head (newest)
+     version when it is that version's entry, and empty otherwise.  A reader
+     whose snapshot S is at or above the view's ts F, with no version of the
+     record in the memtable in (F, S], sees exactly the head: it takes the
+     document from the entry (no table-tree read, no re-check) and skips
+     empty entries unread.  The cost: the head documents are stored once
+     more per index (a covering index).
 
 `PageView` is one process's handle on one checkpoint generation: the page
 file's `Snapshot` plus a cache of opened trees.  A transaction keeps the view
@@ -76,15 +83,17 @@ def index_tree_name(index_id: int) -> bytes:
     return b"i" + index_id.to_bytes(8, "big")
 
 
-def chain_entries(key: bytes, chain: Chain, index: IndexDef) -> set[bytes]:
-    """The entries in `index` of the versions of one chain (V4)."""
+def chain_entries(key: bytes, chain: Chain, index: IndexDef) -> dict[bytes, bytes]:
+    """The entries in `index` of the versions of one chain, each with its value
+    in the index tree: the head version's packed document for the head's
+    entry, empty for the others (V4, V5)."""
     pk = decode_key(key)[0]
-    out = set()
-    for _ts, value in chain:
+    out: dict[bytes, bytes] = {}
+    for i, (_ts, value) in enumerate(chain):
         if value is not None:
             entry = entry_key(unpack_doc(value), index, pk)
-            if entry is not None:
-                out.add(entry)
+            if entry is not None and entry not in out:
+                out[entry] = value if i == 0 else b""
     return out
 
 
@@ -153,7 +162,8 @@ class PageView:
         self.ts = ts
         self.where = where
         self._trees: dict[int | bytes, BTree | None] = {}
-        self._computed: dict[tuple[int, int], list[bytes]] = {}  # (tid, index id) -> V4
+        # (tid, index id) -> sorted entries and (entry, value) pairs (V4, V5)
+        self._computed: dict[tuple[int, int], tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
 
     def tree(self, tid: int) -> BTree | None:
         try:
@@ -171,7 +181,7 @@ class PageView:
         hi: bytes | None,
         *,
         reverse: bool = False,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[tuple[bytes, bytes]]:
         """The entries of `index` in [lo, hi) for the versions of this generation,
         in order (descending when `reverse`): its index tree's, read lazily (the
         generation's pages stay while it is pinned), or computed from the table
@@ -183,16 +193,18 @@ class PageView:
             tree = None if self.snapshot is None else self.snapshot.tree(name)
             self._trees[name] = tree
         if tree is not None:
-            return (k for k, _v in tree.cursor(lo, hi, reverse=reverse))
-        entries = self._computed.get((tid, index.id))
-        if entries is None:
-            found: set[bytes] = set()
+            return tree.cursor(lo, hi, reverse=reverse)
+        computed = self._computed.get((tid, index.id))
+        if computed is None:
+            found: dict[bytes, bytes] = {}
             for key, data in self.items(tid, None, None):
-                found |= chain_entries(key, decode_chain(data, self.where), index)
-            entries = self._computed[(tid, index.id)] = sorted(found)
+                found.update(chain_entries(key, decode_chain(data, self.where), index))
+            pairs = sorted(found.items())
+            computed = self._computed[(tid, index.id)] = ([e for e, _v in pairs], pairs)
+        entries, pairs = computed
         start = 0 if lo is None else bisect.bisect_left(entries, lo)
         end = len(entries) if hi is None else bisect.bisect_left(entries, hi)
-        return reversed(entries[start:end]) if reverse else iter(entries[start:end])
+        return reversed(pairs[start:end]) if reverse else iter(pairs[start:end])
 
     def chain(self, tid: int, key: bytes) -> Chain | None:
         tree = self.tree(tid)
