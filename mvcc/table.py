@@ -25,6 +25,11 @@ Invariants
      page-file entry that covers the head version's document (versions.py V5)
      is that version's entry by construction: when the transaction sees the
      head, the document comes from the entry, unread and unchecked.
+(B6) `count` decodes no document that a covering entry answers: when the
+     query tests only the index's first field, by comparisons and one_of with
+     scalar operands (`_exact`), the plan's ranges hold exactly the entries
+     whose values match (planner.py P2, index.py N1), so a covered head entry
+     in them is a match as it stands.
 
 Queries (the executor): `compile_query` (mvcc/query.py), `plan`
 (mvcc/planner.py) picks an index and key ranges or a full scan; the ranges
@@ -56,7 +61,7 @@ from .index import (
 )
 from .memtable import CATALOG
 from .planner import Plan, order_key, plan
-from .query import Query, QueryLike, compile_query
+from .query import And, Compare, OneOf, Query, QueryLike, compile_query, rank
 from .result import Result
 from .schema import Schema
 
@@ -65,6 +70,24 @@ if TYPE_CHECKING:
     from .transaction import Transaction
 
 __all__ = ["Table"]
+
+
+def _exact(query: Query, index: IndexDef) -> bool:
+    """B6: the index's ranges for `query` hold exactly the entries that match it."""
+    first = index.paths[0]
+    parts = query.parts if isinstance(query, And) else (query,)
+    for part in parts:
+        if isinstance(part, Compare):
+            if part.op == "!=" or rank(part.value) is None:
+                return False
+        elif isinstance(part, OneOf):
+            if any(rank(v) is None for v in part.values):
+                return False
+        else:
+            return False
+        if part.path != first:
+            return False
+    return True
 
 
 def _is_query(target: Any) -> bool:
@@ -382,7 +405,16 @@ class Table:
         self, tx: Transaction, query: Query, p: Plan | None = None
     ) -> Iterator[dict[str, Any]]:
         """The records `query` matches, in the plan's order (B5); no sort, no cut."""
-        p = p or self._plan(tx, query)
+        for doc in self._matches(tx, query, p or self._plan(tx, query), decode=True):
+            assert doc is not None  # decode=True
+            yield doc
+
+    def _matches(
+        self, tx: Transaction, query: Query, p: Plan, *, decode: bool
+    ) -> Iterator[dict[str, Any] | None]:
+        """`_select`'s records; with `decode` false, None for each record whose
+        covering entry alone says it matches (B6), undecoded."""
+        exact = not decode and p.index is not None and _exact(query, p.index)
         if p.index is None:
             for _key, packed in tx.scan(self.tid):
                 doc = unpack_doc(packed)
@@ -398,6 +430,9 @@ class Table:
                     # versions.py V5: the head is what this snapshot sees, and
                     # `covered` is its document, or b"" for an older version.
                     if covered:
+                        if exact:
+                            yield None  # B6
+                            continue
                         doc = unpack_doc(covered)
                         if query(doc):
                             yield doc
@@ -447,7 +482,7 @@ class Table:
         """How many records `query` matches (None: all)."""
         q = compile_query(query)
         with self._tx() as tx:
-            return sum(1 for _doc in self._select(tx, q))
+            return sum(1 for _doc in self._matches(tx, q, self._plan(tx, q), decode=False))
 
     def explain(
         self,

@@ -521,3 +521,35 @@ def test_index_changes_follow_savepoints_and_own_catalog_writes(tmp_path: Path) 
             u.drop_index("email")  # dropped in this transaction: its commit does not check it
             u.insert({"email": "a"})
         assert u.count() == 2
+
+
+def test_count_decodes_no_document_a_covering_entry_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B6, versions.py V5."""
+    import mvcc.table
+
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        t = db.table("t", indexes=[("n", "m")])
+        t.insert_many([{"_id": i, "n": i % 10, "m": i} for i in range(300)])
+        db.checkpoint()
+    decoded = []
+    real = mvcc.table.unpack_doc
+
+    def counting(data: bytes) -> Any:
+        decoded.append(1)
+        return real(data)
+
+    monkeypatch.setattr(mvcc.table, "unpack_doc", counting)
+    with mvcc.open(tmp_path) as db:
+        t = db.table("t")
+        assert t.count(where("n") == 3) == 30
+        assert t.count((where("n") >= 2) & (where("n") < 4)) == 60
+        assert t.count(where("n").one_of([1, 9, "x"])) == 60
+        assert decoded == []
+        assert t.count((where("n") == 3) & (where("m") < 100)) == 10  # m is not the first field
+        assert len(decoded) == 10  # the ranges bound m too; each hit decoded and checked
+        t.put(3, {"n": 4, "m": 3})  # a memtable version: that record is read and checked
+        decoded.clear()
+        assert t.count(where("n") == 3) == 29 and t.count(where("n") == 4) == 31
+        assert len(decoded) == 2
