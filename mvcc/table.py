@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from storage.codec import pack_doc, unpack_doc
 from storage.errors import EncodeError
@@ -64,6 +64,7 @@ from .planner import Plan, order_key, plan
 from .query import And, Compare, OneOf, Query, QueryLike, compile_query, rank
 from .result import Result
 from .schema import Schema
+from .transaction import sees_every_head
 
 if TYPE_CHECKING:
     from .database import Block, Database
@@ -405,16 +406,14 @@ class Table:
         self, tx: Transaction, query: Query, p: Plan | None = None
     ) -> Iterator[dict[str, Any]]:
         """The records `query` matches, in the plan's order (B5); no sort, no cut."""
-        for doc in self._matches(tx, query, p or self._plan(tx, query), decode=True):
-            assert doc is not None  # decode=True
-            yield doc
+        docs = self._matches(tx, query, p or self._plan(tx, query), decode=True)
+        return cast("Iterator[dict[str, Any]]", docs)  # decode=True: never None
 
     def _matches(
         self, tx: Transaction, query: Query, p: Plan, *, decode: bool
     ) -> Iterator[dict[str, Any] | None]:
         """`_select`'s records; with `decode` false, None for each record whose
         covering entry alone says it matches (B6), undecoded."""
-        exact = not decode and p.index is not None and _exact(query, p.index)
         if p.index is None:
             for _key, packed in tx.scan(self.tid):
                 doc = unpack_doc(packed)
@@ -422,16 +421,18 @@ class Table:
                     yield doc
             return
         index, tid = p.index, self.tid
+        exact = _exact(query, index)  # covered hits need no check (B6)
         read, sees_head = tx.reader(tid), tx.head_reader(tid)
+        every = sees_head is sees_every_head
         for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
             for entry, covered in tx.index_entries(tid, index, lo, hi, reverse=p.reverse):
                 values, key = split_entry(entry)
-                if covered is not None and sees_head is not None and sees_head(key):
+                if covered is not None and (every or (sees_head is not None and sees_head(key))):
                     # versions.py V5: the head is what this snapshot sees, and
                     # `covered` is its document, or b"" for an older version.
                     if covered:
                         if exact:
-                            yield None  # B6
+                            yield unpack_doc(covered) if decode else None
                             continue
                         doc = unpack_doc(covered)
                         if query(doc):

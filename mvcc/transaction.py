@@ -48,7 +48,13 @@ from .memtable import MISSING
 if TYPE_CHECKING:
     from .database import Database
 
-__all__ = ["ISOLATIONS", "Transaction", "TxState"]
+__all__ = ["ISOLATIONS", "Transaction", "TxState", "sees_every_head"]
+
+
+def sees_every_head(key: bytes) -> bool:
+    """`Transaction.head_reader`'s answer when no record's head can be hidden."""
+    return True
+
 
 ISOLATIONS = ("snapshot", "serializable")
 
@@ -175,7 +181,11 @@ class Transaction:
         view = self._view
         if view.ts > self.snapshot:
             return None
-        version, floor, snapshot = self.db.memtable.version, view.ts, self.snapshot
+        memtable = self.db.memtable
+        if not self.writes and not self.serializable and not memtable.tables.get(tid):
+            # Nothing can hide a head: frames at or below S were applied at begin.
+            return sees_every_head
+        version, floor, snapshot = memtable.version, view.ts, self.snapshot
         reads = self.reads if self.serializable else None
 
         def sees_head(key: bytes) -> bool:
