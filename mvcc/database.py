@@ -598,10 +598,10 @@ class Database:
         memtable part (M6) merged with the page view's (V4, V5).  A superset of
         what any snapshot reading through `view` sees; the caller re-checks
         each hit that covers no document."""
-        with self._latch:  # a SortedSet is not safe to iterate while another thread applies
+        with self._latch:  # a SortedDict is not safe to iterate while another thread applies
             part = self.memtable.index_part(tid, index)
             mine = [
-                (e, None) for e in part.irange(lo, hi, inclusive=(True, False), reverse=reverse)
+                (e, part[e]) for e in part.irange(lo, hi, inclusive=(True, False), reverse=reverse)
             ]
         theirs = view.index_entries(tid, index, lo, hi, reverse=reverse)
         return merge_entries(mine, theirs, reverse=reverse) if mine else theirs

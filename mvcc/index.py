@@ -187,10 +187,11 @@ def make_entry(values: bytes, pk_key: bytes) -> bytes:
     return values + pk_key + len(pk_key).to_bytes(2, "big")
 
 
-Hit = tuple[bytes, "bytes | None"]
+Hit = tuple[bytes, "bytes | tuple[int, ...] | None"]
 """An index read's item: an entry, and the document it covers (a page-file
 index tree's head entry, versions.py V5), b"" for a page-file entry of an
-older version, or None for an entry of the memtable or the write set."""
+older version, the ts of the versions that have it for a memtable entry
+(memtable.py M6), or None for an entry of the write set."""
 
 
 def merge_entries(*parts: Iterable[Hit], reverse: bool = False) -> Iterator[Hit]:

@@ -39,8 +39,9 @@ process reads with a lower floor, which bounds the memtable by the WAL since
 the last checkpoint.
 
 Index parts.  For a secondary index (mvcc/index.py) a process keeps, per
-table and index, a `SortedSet` of the entries of every version here: the
-recent part of the index, which the page file's index trees do not have yet.
+table and index, a `SortedDict` from the entry of every version here to the
+ts of the versions that have it: the recent part of the index, which the
+page file's index trees do not have yet.
 A part is built on first use (`index_part`) from the versions here, then kept
 up to date by `apply`.  (M6) A built part holds the entry of every non-
 tombstone version in this memtable (a superset of what any snapshot sees:
@@ -55,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from sortedcontainers import SortedDict, SortedSet
+from sortedcontainers import SortedDict
 
 from storage.codec import pack, unpack, unpack_doc
 from storage.errors import CorruptPage
@@ -123,7 +124,7 @@ class Memtable:
         self.gap_ts = base.next_ts - 1  # M5: versions at or below it may be missing
         self.trimmed_ts = 0
         self.versions = 0
-        self.parts: dict[int, dict[int, tuple[IndexDef, SortedSet]]] = {}  # M6
+        self.parts: dict[int, dict[int, tuple[IndexDef, SortedDict]]] = {}  # M6
 
     def skip_to(self, checkpoint: LogPosition) -> None:
         """Continue from `checkpoint` (a page file holds everything before it)
@@ -173,19 +174,20 @@ class Memtable:
                 chain.insert(0, (ts, value))
             parts = self.parts.get(tid)
             if parts and value is not None:
-                _add_entries(parts.values(), key, value)
+                _add_entries(parts.values(), key, ts, value)
         self.versions += n
 
-    def index_part(self, tid: int, index: IndexDef) -> SortedSet:
-        """The entries of `index` for every version here (M6), built on first use."""
+    def index_part(self, tid: int, index: IndexDef) -> SortedDict:
+        """The entries of `index` for every version here, each with the tuple of
+        the ts of the versions that have it (M6), built on first use."""
         parts = self.parts.setdefault(tid, {})
         part = parts.get(index.id)
         if part is None:
-            entries = SortedSet()
+            entries = SortedDict()
             for key, chain in self.tables.get(tid, {}).items():
-                for _ts, value in chain:
+                for ts, value in reversed(chain):
                     if value is not None:
-                        _add_entries(((index, entries),), key, value)
+                        _add_entries(((index, entries),), key, ts, value)
             parts[index.id] = (index, entries)
             return entries
         return part[1]
@@ -241,6 +243,16 @@ class Memtable:
                 return value if ts > floor else MISSING
         return MISSING
 
+    def version_ts(self, tid: int, key: bytes, snapshot: int, floor: int) -> int | Any:
+        """The ts of the newest version with floor < ts <= snapshot, or MISSING."""
+        table = self.tables.get(tid)
+        chain = None if table is None else table.get(key)
+        if chain is not None:
+            for ts, _value in chain:
+                if ts <= snapshot:
+                    return ts if ts > floor else MISSING
+        return MISSING
+
     def newest_ts(self, tid: int, key: bytes) -> int:
         """The ts of the key's newest version here, 0 if none."""
         table = self.tables.get(tid)
@@ -269,10 +281,12 @@ class Memtable:
         return None
 
 
-def _add_entries(parts: Iterable[tuple[IndexDef, SortedSet]], key: bytes, value: bytes) -> None:
+def _add_entries(
+    parts: Iterable[tuple[IndexDef, SortedDict]], key: bytes, ts: int, value: bytes
+) -> None:
     doc = unpack_doc(value)
     pk = decode_key(key)[0]
     for index, entries in parts:
         entry = entry_key(doc, index, pk)
         if entry is not None:
-            entries.add(entry)
+            entries[entry] = (*entries.get(entry, ()), ts)

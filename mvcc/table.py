@@ -25,11 +25,13 @@ Invariants
      page-file entry that covers the head version's document (versions.py V5)
      is that version's entry by construction: when the transaction sees the
      head, the document comes from the entry, unread and unchecked.
-(B6) `count` decodes no document that a covering entry answers: when the
+(B6) `count` decodes no document that an index entry answers: when the
      query tests only the index's first field, by comparisons and one_of with
      scalar operands (`_exact`), the plan's ranges hold exactly the entries
      whose values match (planner.py P2, index.py N1), so a covered head entry
-     in them is a match as it stands.
+     in them that the transaction sees is a match as it stands, and so is a
+     memtable entry whose versions include the one the transaction sees
+     (memtable.py M6).  Only the transaction's own writes are decoded.
 
 Queries (the executor): `compile_query` (mvcc/query.py), `plan`
 (mvcc/planner.py) picks an index and key ranges or a full scan; the ranges
@@ -59,7 +61,7 @@ from .index import (
     unique_prefix,
     values_key,
 )
-from .memtable import CATALOG
+from .memtable import CATALOG, MISSING
 from .planner import Plan, order_key, plan
 from .query import And, Compare, OneOf, Query, QueryLike, compile_query, rank
 from .result import Result
@@ -424,13 +426,23 @@ class Table:
         exact = _exact(query, index)  # covered hits need no check (B6)
         read, sees_head = tx.reader(tid), tx.head_reader(tid)
         every = sees_head is sees_every_head
+        visible_ts = tx.version_reader(tid) if exact and not decode else None
         for lo, hi in reversed(p.ranges) if p.reverse else p.ranges:
             for entry, covered in tx.index_entries(tid, index, lo, hi, reverse=p.reverse):
                 values, key = split_entry(entry)
-                if covered is not None and (every or (sees_head is not None and sees_head(key))):
-                    # versions.py V5: the head is what this snapshot sees, and
-                    # `covered` is its document, or b"" for an older version.
-                    if covered:
+                if type(covered) is tuple:  # a memtable entry: the ts of its versions
+                    if visible_ts is not None:  # count (B6)
+                        ts = visible_ts(key)
+                        if ts is not MISSING:
+                            if ts in covered:
+                                yield None
+                            continue
+                elif type(covered) is bytes and sees_head is not None:
+                    # versions.py V5.  If this snapshot sees the head, `covered`
+                    # is its document, or b"" for an older version; if not, it
+                    # sees a memtable version or its own write, whose entries
+                    # come from their own parts (merge_entries keeps those).
+                    if covered and (every or sees_head(key)):
                         if exact:
                             yield unpack_doc(covered) if decode else None
                             continue

@@ -199,6 +199,25 @@ class Transaction:
 
         return sees_head
 
+    def version_reader(self, tid: int) -> Callable[[bytes], int | Any]:
+        """For an index read's memtable hits (memtable.py M6): a function giving
+        the ts of the memtable version this transaction sees of a record, or
+        MISSING (none there, or a write of its own); records the read under
+        serializable."""
+        self._check_active()
+        version_ts, floor, snapshot = self.db.memtable.version_ts, self._view.ts, self.snapshot
+        reads = self.reads if self.serializable else None
+
+        def visible_ts(key: bytes) -> int | Any:
+            if self.writes and (tid, key) in self.writes:
+                return MISSING
+            ts = version_ts(tid, key, snapshot, floor)
+            if reads is not None and ts is not MISSING:
+                reads.add((tid, key))
+            return ts
+
+        return visible_ts
+
     def scan(
         self, tid: int, lo: bytes | None = None, hi: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
