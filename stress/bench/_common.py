@@ -57,6 +57,7 @@ __all__ = [
     "parts_of",
     "print_header",
     "print_profile",
+    "profile_or_measure",
     "ratio",
     "require_positive",
     "run_measured",
@@ -364,6 +365,25 @@ def run_measured(
     out = run(directory, cfg)
     header["elapsed_s"] = round(time.perf_counter() - started, 2)
     return header, out
+
+
+def profile_or_measure(
+    args: argparse.Namespace,
+    module: str,
+    prefix: str,
+    cfg: Any,
+    run: Callable[[str, Any], R],
+    profile: Callable[[str, str, Any, int], str],
+) -> tuple[dict[str, Any], R] | None:
+    """A benchmark's main run in a scratch directory: with `--profile WHAT`,
+    print `profile(WHAT, directory, cfg, top)` and return None; otherwise
+    `run_measured`."""
+    with scratch_directory(args, prefix) as directory:
+        if args.profile:
+            print(f"# cProfile of mvcc {args.profile}: {command_line(module)}")
+            print(profile(args.profile, directory, cfg, args.top))
+            return None
+        return run_measured(module, directory, cfg, run)
 
 
 def print_header(name: str, header: Mapping[str, Any]) -> None:

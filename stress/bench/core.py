@@ -102,7 +102,6 @@ from ._common import (
     CHILD_TIMEOUT,
     add_common_arguments,
     best_of_each,
-    command_line,
     finish,
     floor,
     format_number,
@@ -113,11 +112,10 @@ from ._common import (
     print_floors,
     print_header,
     print_profile,
+    profile_or_measure,
     ratio,
     require_positive,
-    run_measured,
     run_workers,
-    scratch_directory,
     sqlite_connect,
 )
 
@@ -822,12 +820,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = Config.from_args(args)
-    with scratch_directory(args, "bench-core-") as directory:
-        if args.profile:
-            print(f"# cProfile of mvcc {args.profile}: {command_line(MODULE)}")
-            print(profile(args.profile, directory, cfg, args.top))
-            return 0
-        header, (results, counters) = run_measured(MODULE, directory, cfg, run_all)
+    measured = profile_or_measure(args, MODULE, "bench-core-", cfg, run_all, profile)
+    if measured is None:  # profiled
+        return 0
+    header, (results, counters) = measured
     floors = check_floors(results)
     print_report(header, results, counters, floors)
     return finish(
