@@ -84,7 +84,7 @@ def _writer(path: str, ack_path: str, mode: str, seed: int) -> None:
     _arm(path, mode, rng)
     ack = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     with mvcc.open(path, lock_timeout=20) as db:
-        a, b, counter = db.table("a"), db.table("b"), db.table("counter")
+        a, b, counter = db.table("a", indexes=["n"]), db.table("b"), db.table("counter")
 
         @db.transactional(retries=1000)
         def one(txid: str) -> None:
@@ -108,12 +108,38 @@ def _check(path: str, acked: set[str]) -> str | None:
         b = {d["_id"] for d in db.table("b")}
         n = db.table("counter").get("n")["n"]
         report = check_pagefile(db.pages)
+        indexed = set(db.table("a").find(mvcc.where("n") >= 0).ids())
+        index_problem = _index_tree_problem(db, db.table("a"))
+    if indexed != a:
+        return f"the index on a.n answers {len(indexed)} records, a scan {len(a)}"
+    if index_problem:
+        return index_problem
     if not acked <= a:
         return f"acknowledged commits lost: {sorted(acked - a)[:5]}"
     if a != b or n != len(a):
         return f"a transaction is partly visible: |a|={len(a)} |b|={len(b)} counter={n}"
     if not report.ok:
         return f"page file checker: {report}"
+    return None
+
+
+def _index_tree_problem(db: Any, table: Any) -> str | None:
+    """versions.py V4, V5 after a crash: the page file's index tree, if a
+    checkpoint built it, equals a rebuild from the table tree."""
+    from mvcc.versions import chain_entries, decode_chain, index_tree_name, tree_name
+
+    snap = db.pages.snapshot()
+    tables = snap.tree(tree_name(table.tid))
+    with db.transaction(readonly=True) as tx:
+        (index,) = table._indexes(tx)
+    tree = snap.tree(index_tree_name(index.id))
+    if tree is None or tables is None:
+        return None
+    rebuilt: dict[bytes, bytes] = {}
+    for key, data in tables.cursor():
+        rebuilt.update(chain_entries(key, decode_chain(data, "pages"), index))
+    if dict(tree.cursor()) != rebuilt:
+        return "the index tree differs from a rebuild of its table tree"
     return None
 
 
