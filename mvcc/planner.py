@@ -16,6 +16,7 @@ does no I/O.  The executor (mvcc/table.py) walks the plan:
     Plan.reverse  walk the ranges, and each range, backwards (descending order)
     Plan.order    parse_order(order_by): (path, descending) or None; what the
                   executor sorts by, with `order_key`, when not `ordered`
+    Plan.exact    every entry in the ranges matches the query (P10)
     Plan.limit, Plan.offset, Plan.query (the compiled query: every document
                   read is checked against it, so the ranges may hold more)
     Plan.bounds   what the ranges stand for, in words (explain() shows it)
@@ -86,6 +87,12 @@ Invariants
      it is a full scan whose re-check keeps nothing.  (An index plan rather
      than "index None, ranges ()", because an executor that takes index None
      for a scan, as table.py does, then still reads nothing.)
+(P10) `exact`: the query tests only the index's first field, by comparisons
+     (not !=) and one_of with scalar operands.  Then the ranges hold exactly
+     the entries whose values match (P2; a document whose first field is
+     missing or unordered has no entry, index.py N1), so an executor may take
+     an entry it knows to be the visible version's as a match without
+     checking the document (table.py B6).
 
 Needs
 -----
@@ -539,6 +546,7 @@ class Plan:
     offset: int
     query: Query
     bounds: str = ""  # what the ranges stand for, as explain() writes it
+    exact: bool = False  # P10: every entry in the ranges matches the query
 
     @property
     def stop(self) -> int | None:
@@ -580,7 +588,7 @@ def plan(
     offset: int = 0,
     primary_key: str | None = None,
 ) -> Plan:
-    """The plan for `query` over a table with `indexes` (P1-P8); `primary_key`
+    """The plan for `query` over a table with `indexes` (P1-P10); `primary_key`
     names the field a full scan walks in order (P5).
 
     >>> from mvcc.query import where
@@ -618,7 +626,10 @@ def plan(
         text += f" (cut by an or to {len(ranges)} ranges)"
     reverse = serves and order is not None and order[1]
     ordered = order is None or serves
-    return Plan(prefix.index, tuple(ranges), ordered, reverse, order, limit, offset, node, text)
+    exact = _exact(node, prefix.index)
+    return Plan(
+        prefix.index, tuple(ranges), ordered, reverse, order, limit, offset, node, text, exact
+    )
 
 
 def _scan(
@@ -629,6 +640,24 @@ def _scan(
     scan walks order as `order_key` does)."""
     by_key = order is not None and primary_key is not None and order == ((primary_key,), False)
     return Plan(None, FULL, order is None or by_key, False, order, limit, offset, node)
+
+
+def _exact(query: Query, index: IndexDef) -> bool:
+    """P10: the ranges of `index` for `query` hold exactly the entries that match it."""
+    first = index.paths[0]
+    parts = query.parts if isinstance(query, And) else (query,)
+    for part in parts:
+        if isinstance(part, Compare):
+            if part.op == "!=" or rank(part.value) is None:
+                return False
+        elif isinstance(part, OneOf):
+            if any(rank(v) is None for v in part.values):
+                return False
+        else:
+            return False
+        if part.path != first:
+            return False
+    return True
 
 
 def _nothing(

@@ -26,12 +26,11 @@ Invariants
      is that version's entry by construction: when the transaction sees the
      head, the document comes from the entry, unread and unchecked.
 (B6) `count` decodes no document that an index entry answers: when the
-     query tests only the index's first field, by comparisons and one_of with
-     scalar operands (`_exact`), the plan's ranges hold exactly the entries
-     whose values match (planner.py P2, index.py N1), so a covered head entry
-     in them that the transaction sees is a match as it stands, and so is a
-     memtable entry whose versions include the one the transaction sees
-     (memtable.py M6).  Only the transaction's own writes are decoded.
+     plan is exact (planner.py P10: every entry in its ranges matches), a
+     covered head entry that the transaction sees is a match as it stands,
+     and so is a memtable entry whose versions include the one the
+     transaction sees (memtable.py M6).  Only the transaction's own writes
+     are decoded.
 
 Queries (the executor): `compile_query` (mvcc/query.py), `plan`
 (mvcc/planner.py) picks an index and key ranges or a full scan; the ranges
@@ -63,7 +62,7 @@ from .index import (
 )
 from .memtable import CATALOG, MISSING
 from .planner import Plan, order_key, plan
-from .query import And, Compare, OneOf, Query, QueryLike, compile_query, rank
+from .query import Query, QueryLike, compile_query
 from .result import Result
 from .schema import Schema
 from .transaction import sees_every_head
@@ -73,24 +72,6 @@ if TYPE_CHECKING:
     from .transaction import Transaction
 
 __all__ = ["Table"]
-
-
-def _exact(query: Query, index: IndexDef) -> bool:
-    """B6: the index's ranges for `query` hold exactly the entries that match it."""
-    first = index.paths[0]
-    parts = query.parts if isinstance(query, And) else (query,)
-    for part in parts:
-        if isinstance(part, Compare):
-            if part.op == "!=" or rank(part.value) is None:
-                return False
-        elif isinstance(part, OneOf):
-            if any(rank(v) is None for v in part.values):
-                return False
-        else:
-            return False
-        if part.path != first:
-            return False
-    return True
 
 
 def _is_query(target: Any) -> bool:
@@ -423,7 +404,7 @@ class Table:
                     yield doc
             return
         index, tid = p.index, self.tid
-        exact = _exact(query, index)  # covered hits need no check (B6)
+        exact = p.exact  # covered hits need no check (B6)
         read, sees_head = tx.reader(tid), tx.head_reader(tid)
         every = sees_head is sees_every_head
         visible_ts = tx.version_reader(tid) if exact and not decode else None

@@ -768,3 +768,17 @@ def test_a_full_scan_serves_the_primary_key_order() -> None:
     assert not down.ordered and down.explain() == "full scan; then sort by -_id"
     assert not plan(None, [], order_by="_id").ordered  # no primary key named
     assert not plan(None, [], order_by="id", primary_key="_id").ordered
+
+
+def test_exact_plans_test_only_the_first_field_by_order_comparisons() -> None:
+    """P10."""
+    ab = IndexDef(1, ("a", "b"))
+    assert plan(where("a") == 3, [ab]).exact
+    assert plan((where("a") >= 1) & (where("a") < 4), [ab]).exact
+    assert plan(where("a").one_of([1, "x", None]), [ab]).exact
+    assert not plan(
+        (where("a") == 3) & (where("b") < 2), [ab]
+    ).exact  # b: the entry has it, ranges too
+    assert not plan((where("a") == 3) & (where("c") == 1), [ab]).exact
+    assert not plan(where("a").matches("x.*"), [ab]).exact
+    assert not plan(None, [ab]).exact  # a full scan
