@@ -33,6 +33,10 @@ Invariants
      slot and one set of pins (two Database objects on one directory in one
      process): the slot publishes the lowest pair any of them holds, and one
      object's unpin never hides another's pin.
+(R7) A slot names its owner's pid from the claim on (`_claim`; mvcc claims
+     at open) until a probe finds the owner gone and writes pid 0, so
+     `others()` probes only slots naming a pid: "who else has the directory
+     open?", the vacuum process's question before it exits.
 
 Slot (64 bytes): pid u32, flags u32 (1 = holding), ts u64, gen u64, since u64
 (wall-clock ns when the oldest held pair was taken), crc32 of bytes 0..32 u32,
@@ -72,6 +76,9 @@ _CLEAR_SIZE = _SLOT_BODY.size + 4  # body and CRC
 _HORIZON_AT = 16  # offset of the horizon fields in the header
 _HORIZON = struct.Struct(">QQI")
 FLAG_HOLDING = 1
+_VACANT = _SLOT_BODY.pack(0, 0, 0, 0, 0) + zlib.crc32(_SLOT_BODY.pack(0, 0, 0, 0, 0)).to_bytes(
+    4, "big"
+)  # a slot no live process owns: pid 0
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,10 @@ class Registry:
             shared.own_slot = self._claim(shared)
         return shared.own_slot
 
+    def claim(self) -> int:
+        """Claim this process's slot now rather than at its first pin (R7)."""
+        return self.slot
+
     def _claim(self, shared: _SharedFile) -> int:
         for slot in range(shared.nslots):
             try:
@@ -277,10 +288,23 @@ class Registry:
                 return True
             raise
         try:
-            self._write_slot(shared, slot, 0, 0, 0, 0)
+            os.pwrite(shared.fd, _VACANT, _slot_offset(slot))
         finally:
             fcntl.lockf(shared.fd, fcntl.LOCK_UN, 1, _slot_offset(slot))
         return False
+
+    def others(self) -> list[int]:
+        """The pids of the other live processes that hold a slot (R7): those with
+        the directory open.  A lock probe per slot that names a pid; a dead
+        owner's slot is made vacant on the way."""
+        shared = self._file
+        table = shared.map[HEADER.size : HEADER.size + self.nslots * SLOT.size]
+        own = shared.own_slot
+        return [
+            pid
+            for slot, (pid, *_rest) in enumerate(SLOT.iter_unpack(table))
+            if pid and slot != own and self._alive(slot)
+        ]
 
     # -- horizon -------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 `mvcc.open` returns a `Database` (mvcc/database.py); `db.table(...)` a `Table`;
 the public error hierarchy (`mvcc.errors`) is re-exported here, as DESIGN
-section 2 fixes, with `where` (mvcc/query.py) and `Result` (mvcc/result.py).
+section 2 fixes, with `where` (mvcc/query.py), `Result` (mvcc/result.py) and
+`check` with its `CheckReport` (mvcc/check.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from typing import Any
 
 from . import errors
+from .check import CheckReport, check
 from .database import Database
 from .errors import *  # noqa: F403  (the public hierarchy is part of the top-level API)
 from .query import where
@@ -21,9 +23,11 @@ from .table import Table
 logging.getLogger("mvcc").addHandler(logging.NullHandler())
 
 __all__ = [
+    "CheckReport",
     "Database",
     "Result",
     "Table",
+    "check",
     "open",
     "where",
     *(name for name in errors.__all__ if name != "translate"),

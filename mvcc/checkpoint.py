@@ -8,16 +8,20 @@ Commits go on meanwhile: the commit lock is taken only to publish the result.
 Algorithm (`checkpoint`, checkpoint lock held)
     1. start  = the WAL position the page file's newest meta names (K1);
        target = the durable end the shared state publishes (K2).
-    2. If target is not past start, only make sure the state publishes the
-       page file's checkpoint (a checkpointer may have died between 6 and 7).
-    3. horizon (ts, gen) = the registry's: the oldest pin of any live process.
+    2. horizon (ts, gen) = the registry's: the oldest pin of any live process.
+    3. If target is not past start and no vacuum list names a chain at or
+       below the horizon ts (versions.py V6), only make sure the state
+       publishes the page file's checkpoint (a checkpointer may have died
+       between 6 and 7).
     4. Read the frames in [start, target) and group their writes by table and
        key, newest first.
     5. Sync the WAL up to target (force: under durability "normal" too), so
        the log is whole up to the point the page file will claim.
-    6. One page-file write: for each touched key, the new versions followed by
-       the chain stored so far, pruned at the horizon ts (versions.py V2);
-       an empty chain deletes the key.  Then the index trees, in the same
+    6. One page-file write: for each touched key, and each key a vacuum list
+       names at or below the horizon ts, the new versions (if any) followed by
+       the chain stored so far, pruned at the horizon ts (versions.py V2); an
+       empty chain deletes the key; the vacuum lists follow (V6).  The trees of
+       dropped tables no snapshot sees go (V7).  Then the index trees, in the same
        write (versions.py V4): under the catalog as the fold leaves it, each
        index of a table gets, for every key the fold touched, the entries of
        its new chain that the old chain lacked and loses those the new one
@@ -56,7 +60,7 @@ from typing import TYPE_CHECKING, Final
 from locking.statefile import State
 from storage.codec import unpack_doc
 from storage.errors import CorruptPage
-from storage.pagefile import Meta, PageFile, WriteTxn
+from storage.pagefile import Meta, PageFile, Snapshot, WriteTxn
 from storage.wal import WAL, LogPosition
 
 from .commitlog import durable_end
@@ -70,6 +74,8 @@ from .versions import (
     index_tree_name,
     prune,
     tree_name,
+    vacuum_entry,
+    vacuum_tree_name,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +104,17 @@ CHECKPOINT_BYTES: Final = 32 * 1024 * 1024
 """The same, in WAL bytes past the checkpoint position (bulk loads)."""
 
 
+@dataclass
+class FoldCounts:
+    """What one page-file write of a checkpoint did."""
+
+    keys: int = 0  # records rewritten (new versions, or pruned)
+    pruned: int = 0  # versions dropped by pruning
+    tables_dropped: int = 0  # trees of dropped tables removed (V7)
+    pages_freed: int = 0  # pages the write stopped reaching
+    pages_reused: int = 0  # pages it wrote over free ones instead of growing the file
+
+
 @dataclass(frozen=True)
 class CheckpointResult:
     gen: int  # the page-file generation written (the old one if nothing was new)
@@ -107,6 +124,10 @@ class CheckpointResult:
     pruned: int  # versions dropped by pruning
     segments_deleted: int
     seconds: float
+    horizon: tuple[int, int] = (0, 0)  # the (ts, gen) pruning and page reuse went by
+    pages_freed: int = 0
+    pages_reused: int = 0
+    tables_dropped: int = 0
 
 
 def meta_position(meta: Meta, wal: WAL) -> LogPosition:
@@ -160,41 +181,93 @@ def _gather(
     return changes, frames
 
 
+def _due(snapshot: Snapshot, horizon_ts: int) -> bool:
+    """Whether some vacuum list names a chain the horizon lets pruning shorten (V6)."""
+    upto = (horizon_ts + 1).to_bytes(8, "big")
+    for name, _root in snapshot.trees():
+        if name[:1] == b"v":
+            tree = snapshot.tree(name)
+            if tree is not None and next(iter(tree.cursor(None, upto)), None) is not None:
+                return True
+    return False
+
+
 def _fold(
     pages: PageFile,
     changes: dict[int, dict[bytes, Chain]],
     horizon: tuple[int, int],
     target: LogPosition,
-) -> tuple[Meta, int, int]:
-    """Step 6: one page-file write; return its meta, keys rewritten, versions pruned."""
-    keys = pruned = 0
+) -> tuple[Meta, FoldCounts]:
+    """Step 6: one page-file write; return its meta and what it did."""
+    counts = FoldCounts()
     txn = pages.begin(horizon=horizon[1])
     try:
+        where = pages.name
+        upto = (horizon[0] + 1).to_bytes(8, "big")
+        # Keys to rewrite: the new versions, and the chains the vacuum lists
+        # say the horizon now lets pruning shorten (V6).
+        work: dict[int, dict[bytes, Chain]] = {tid: dict(keys) for tid, keys in changes.items()}
+        for name in txn.names():
+            if name[:1] == b"v":
+                listed = txn.tree(name)
+                assert listed is not None  # named by the catalog
+                keys = work.setdefault(int.from_bytes(name[1:], "big"), {})
+                for entry, _empty in list(listed.cursor(None, upto)):
+                    keys.setdefault(entry[8:], [])
         folded: dict[int, list[tuple[bytes, Chain, Chain]]] = {}
-        for tid in sorted(changes):
+        for tid in sorted(work):
+            if not work[tid]:
+                continue
             tree = txn.tree(tree_name(tid), create=True)
-            assert tree is not None  # create=True
-            where = pages.name
+            listed = txn.tree(vacuum_tree_name(tid), create=True)
+            assert tree is not None and listed is not None  # create=True
             out = folded[tid] = []
-            for key in sorted(changes[tid]):
-                chain = changes[tid][key]
+            for key in sorted(work[tid]):
+                chain = work[tid][key]
                 stored = tree.get(key)
                 old = [] if stored is None else decode_chain(stored, where)
                 kept = prune(chain + old, horizon[0])
-                pruned += len(chain) + len(old) - len(kept)
-                keys += 1
+                counts.pruned += len(chain) + len(old) - len(kept)
+                counts.keys += 1
                 out.append((key, old, kept))
                 if kept:
                     tree.put(key, encode_chain(kept))
                 elif stored is not None:
                     tree.delete(key)
-        _fold_indexes(txn, folded, pages.name)
+                was = vacuum_entry(key, old) if old else None
+                now = vacuum_entry(key, kept) if kept else None
+                if was != now:
+                    if was is not None:
+                        listed.delete(was)
+                    if now is not None:
+                        listed.put(now, b"")
+        counts.tables_dropped = _drop_tables(txn, where)
+        _fold_indexes(txn, folded, where)
         txn.user_meta = target.pack()
         meta = txn.commit()
     except BaseException:
         txn.abort()
         raise
-    return meta, keys, pruned
+    counts.pages_freed, counts.pages_reused = txn.pages_freed, txn.pages_reused
+    return meta, counts
+
+
+def _drop_tables(txn: WriteTxn, where: str) -> int:
+    """V7: drop the table trees (and vacuum lists) of table ids that no version of
+    any catalog row names any more: a dropped table whose catalog row the
+    horizon has pruned away.  No snapshot can reach them."""
+    catalog = txn.tree(tree_name(CATALOG))
+    named = {CATALOG}
+    for _name, data in () if catalog is None else catalog.cursor():
+        for _ts, value in decode_chain(data, where):
+            if value is not None:
+                named.add(unpack_doc(value)["id"])
+    dropped = 0
+    for name in txn.names():
+        if name[:1] in (b"t", b"v") and int.from_bytes(name[1:], "big") not in named:
+            dropped += name[:1] == b"t"
+            txn.drop_tree(name)
+    return dropped
 
 
 def _catalog(txn: WriteTxn, where: str) -> dict[int, tuple[IndexDef, ...]]:
@@ -261,12 +334,15 @@ def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:
         start = meta_position(meta, wal)
         state = db.state.read()
         target = durable_end(state)
-        frames = keys = pruned = 0
-        if target.next_ts > start.next_ts:
-            horizon = db.registry.horizon((state.durable_ts, meta.gen))
-            changes, frames = _gather(wal, start, target)
-            wal.sync(target, force=True)
-            meta, keys, pruned = _fold(pages, changes, horizon, target)
+        frames = 0
+        counts = FoldCounts()
+        horizon = db.registry.horizon((state.durable_ts, meta.gen))
+        if target.next_ts > start.next_ts or _due(pages.snapshot(meta), horizon[0]):
+            changes: dict[int, dict[bytes, Chain]] = {}
+            if target.next_ts > start.next_ts:
+                changes, frames = _gather(wal, start, target)
+                wal.sync(target, force=True)
+            meta, counts = _fold(pages, changes, horizon, target)
             start = target
         if state.checkpoint_gen != meta.gen or state.checkpoint_ts != start.next_ts - 1:
             db._publish_checkpoint(meta.gen, start)
@@ -277,17 +353,21 @@ def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:
         gen=meta.gen,
         ts=start.next_ts - 1,
         frames=frames,
-        keys=keys,
-        pruned=pruned,
+        keys=counts.keys,
+        pruned=counts.pruned,
         segments_deleted=len(deleted),
         seconds=time.perf_counter() - began,
+        horizon=horizon,
+        pages_freed=counts.pages_freed,
+        pages_reused=counts.pages_reused,
+        tables_dropped=counts.tables_dropped,
     )
-    if frames:
+    if frames or counts.keys:
         log.info(
             "checkpoint: %d frames, %d records, %d versions pruned, gen %d, ts %d, %.1f ms",
             frames,
-            keys,
-            pruned,
+            counts.keys,
+            counts.pruned,
             meta.gen,
             result.ts,
             result.seconds * 1e3,

@@ -69,6 +69,7 @@ import itertools
 import logging
 import os
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -86,7 +87,7 @@ from storage.errors import CorruptPage, StorageError
 from storage.format import DEFAULT_PAGE_SIZE
 from storage.keys import decode_key, encode_key, prefix_end
 from storage.pagefile import PageFile, check_page_size
-from storage.wal import DEFAULT_SEGMENT_SIZE, WAL, Durability, LogPosition
+from storage.wal import WAL, Durability, LogPosition
 
 from .checkpoint import CheckpointResult, meta_position
 from .checkpoint import checkpoint as run_checkpoint
@@ -123,8 +124,12 @@ from .index import (
 )
 from .memtable import CATALOG, MISSING, Memtable, encode_frame
 from .schema import Schema
+from .stats import collect as collect_stats
 from .table import Table
 from .transaction import ISOLATIONS, Transaction
+from .vacuum import PROBE_EVERY
+from .vacuum import due as vacuum_due
+from .vacuum import ensure as ensure_vacuum
 from .versions import PageView, decode_chain, head_ts, visible
 
 __all__ = ["DURABILITIES", "Database"]
@@ -139,7 +144,9 @@ RETRY_BASE = 0.001  # transactional(): first backoff bound, seconds; doubles per
 RETRY_CAP = 0.1  # and never exceeds this
 R = TypeVar("R")
 PAGES = "pages"
-WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE  # module-level so tests can make segments small
+# Small enough that the segments a checkpoint covers are deleted soon (bounded
+# space: vacuum.py); module-level so tests can make segments smaller still.
+WAL_SEGMENT_SIZE = 1024 * 1024
 
 
 def _check_options(
@@ -255,8 +262,12 @@ class Database:
         self._forked = False
         self._page_size = page_size
         self._page_cipher: PageCipher | None = None
+        self._vacuum_children: list[subprocess.Popen[bytes]] = []  # started here (vacuum A5)
+        self._vacuum_look = 0.0  # monotonic time of the next look for a vacuum process
+        self._vacuum_served = False  # what the last look saw
         self._open(lambda: self._cipher(passphrase, key))
         forksafe.register(self)
+        self._look_for_vacuum(self.state.read())
 
     def _open(self, cipher_source: Callable[[], PageCipher | None]) -> None:
         """Open every file and lock of the directory (Open, steps 1-4)."""
@@ -301,6 +312,7 @@ class Database:
             self.registry = stack.enter_context(
                 contextlib.closing(Registry(os.path.join(self.path, "readers")))
             )
+            self.registry.claim()  # at open: the vacuum process counts openers (R7)
             self.log = CommitLog(
                 self.wal,
                 self.state,
@@ -339,6 +351,7 @@ class Database:
         with contextlib.suppress(Exception):
             self._stack.close()
         self._closed = True
+        self._vacuum_children = []  # the parent's, not this process's to reap
         self.incarnation += 1
         self._current = contextvars.ContextVar(f"mvcc-tx-{id(self)}-{os.getpid()}", default=None)
         self._open(lambda: self._page_cipher)
@@ -849,13 +862,41 @@ class Database:
         with self.locks.commit.hold(self.lock_timeout):
             self.state.write(self.state.read(), checkpoint_gen=gen, **checkpoint_fields(start))
 
+    def vacuum(self) -> CheckpointResult:
+        """A vacuum pass now, in this process: what the vacuum process does (fold
+        the WAL, prune every version no snapshot can see with its index
+        entries, free pages, shrink the file, delete covered WAL segments)."""
+        return self.checkpoint()  # one pass does it all (checkpoint.py step 6)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes, counts and who pins what: mvcc/stats.py."""
+        self._check_open()
+        with translate():
+            return collect_stats(self)
+
+    def _look_for_vacuum(self, state: State) -> None:
+        """vacuum.py A5: start a vacuum process if there is work and none serves
+        (at most once per PROBE_EVERY seconds: a probe is a lock try)."""
+        if not self.autovacuum or not vacuum_due(state, self.wal.segment_size):
+            return
+        if time.monotonic() < self._vacuum_look:
+            return
+        self._vacuum_look = time.monotonic() + PROBE_EVERY
+        try:
+            self._vacuum_served = ensure_vacuum(self, self._vacuum_children)
+        except Exception:
+            log.warning("could not start a vacuum process", exc_info=True)
+
     def _after_commit(self) -> None:
-        """Checkpoint inline when the WAL since the last one is past the threshold
-        (the soft one with autovacuum, else the hard one) and no one else is
-        checkpointing.  The commit is already durable: a failure here is logged,
-        never raised (the next commit tries again)."""
+        """Look for the vacuum process now and then; checkpoint inline when the WAL
+        since the last checkpoint is past the threshold (the hard one when a
+        vacuum process serves the directory or autovacuum is off, else the soft
+        one) and no one else is checkpointing.  The commit is already durable: a
+        failure here is logged, never raised (the next commit tries again)."""
         state = self.state.read()
-        if not checkpoint_due(state, self.wal.segment_size, hard=not self.autovacuum):
+        self._look_for_vacuum(state)
+        hard = not self.autovacuum or self._vacuum_served
+        if not checkpoint_due(state, self.wal.segment_size, hard=hard):
             return
         try:
             run_checkpoint(self, wait=False)

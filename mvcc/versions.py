@@ -36,6 +36,22 @@ at the first checkpoint after the index was created.
      empty entries unread.  The cost: the head documents are stored once
      more per index (a covering index).
 
+Vacuum lists: ``vacuum_tree_name(table id)`` lists the chains of that table's
+tree that a later horizon could shorten, so that a vacuum pass reads only them
+and not the whole table (PostgreSQL's visibility map, inverted).
+(V6) In one generation the vacuum list of a table holds exactly one key,
+     ``due ts (8 bytes, big-endian) + record key``, with an empty value, for
+     each chain of the table tree that has more than one version or a delete
+     at its head (`vacuum_entry`).  The due ts is the smallest horizon at
+     which pruning shortens the chain: the ts of its second-oldest version
+     (then the oldest is no longer the newest one at or below the horizon),
+     or for a lone delete its own ts.  Below it nothing of the chain is
+     prunable, so a pass prunes the keys in [0, horizon + 1) of the list and
+     reads no other chain; the rewritten chain gets its new due ts.
+(V7) A table tree and its vacuum list exist only while some version of some
+     catalog row names the table id: once pruning has removed the last one (a
+     dropped table no snapshot can see), the same fold drops both trees.
+
 `PageView` is one process's handle on one checkpoint generation: the page
 file's `Snapshot` plus a cache of opened trees.  A transaction keeps the view
 it began with, so a checkpoint that lands meanwhile changes nothing it reads
@@ -67,6 +83,8 @@ __all__ = [
     "index_tree_name",
     "prune",
     "tree_name",
+    "vacuum_entry",
+    "vacuum_tree_name",
     "visible",
 ]
 
@@ -81,6 +99,20 @@ def tree_name(tid: int) -> bytes:
 def index_tree_name(index_id: int) -> bytes:
     """The page-file tree of the index with id `index_id`."""
     return b"i" + index_id.to_bytes(8, "big")
+
+
+def vacuum_tree_name(tid: int) -> bytes:
+    """The page-file tree listing the chains of table `tid` that pruning may
+    shorten later (V6)."""
+    return b"v" + tid.to_bytes(8, "big")
+
+
+def vacuum_entry(key: bytes, chain: Chain) -> bytes | None:
+    """The chain's key in its table's vacuum list, or None when it has nothing a
+    later horizon could prune: one version, and not a delete (V6)."""
+    if len(chain) == 1:
+        return None if chain[0][1] is not None else chain[0][0].to_bytes(8, "big") + key
+    return chain[-2][0].to_bytes(8, "big") + key
 
 
 def chain_entries(key: bytes, chain: Chain, index: IndexDef) -> dict[bytes, bytes]:

@@ -264,6 +264,22 @@ class BTree:
                     return
                 yield key, value
 
+    def count(self) -> int:
+        """The number of keys, from the leaves' key lists: no value is read or
+        decoded (statistics)."""
+        root = self._root_node()
+        if root is None:
+            return 0
+        total = 0
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if node.kids is None:
+                total += len(node.keys)
+            else:
+                stack.extend(self._node(k, g) for k, g in zip(node.kids, node.gens))
+        return total
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return self._forward(None, True)
 

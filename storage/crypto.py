@@ -187,10 +187,11 @@ class PageCipher:
     True
     """
 
-    __slots__ = ("_aead", "key_id")
+    __slots__ = ("_aead", "_dek", "key_id")
 
     def __init__(self, dek: bytes) -> None:
         dek = _check_key(dek, "data key")
+        self._dek = dek
         # Built once: AESGCM expands the key schedule at construction, and that is most
         # of the cost of a 4 KiB page if redone per call.
         self._aead = AESGCM(dek)
@@ -202,6 +203,11 @@ class PageCipher:
     def __reduce__(self) -> tuple[object, ...]:
         # Pickling would put the DEK on a pipe or in a file in plaintext (I5).
         raise TypeError("PageCipher cannot be pickled: it holds the data key")
+
+    def data_key(self) -> bytes:
+        """The data key, for a process this one starts to read the same files
+        (the vacuum process gets it over a pipe): never for a file, log or argv (I5)."""
+        return self._dek
 
     def seal(self, aad: bytes, plaintext: bytes) -> bytes:
         """Return ``nonce || ciphertext || tag`` for `plaintext` bound to `aad`."""

@@ -526,6 +526,7 @@ class WriteTxn:
         self._npages = meta.npages
         self._fresh: dict[int, int] = {}  # overflow runs written by this txn: pgno -> npages
         self._freed: list[tuple[int, int]] = []
+        self.pages_reused = 0  # pages allocated from the freelist (vacuum statistics)
         self._catalog = BTree(self, meta.catalog, writable=True)
         self._trees: dict[bytes, BTree] = {}
         self.pages_written = 0
@@ -548,6 +549,8 @@ class WriteTxn:
         if pgno is None:
             pgno = self._npages
             self._npages += npages
+        else:
+            self.pages_reused += npages
         return pgno
 
     def write_overflow(self, data: bytes) -> list[Any]:
@@ -682,6 +685,11 @@ class WriteTxn:
         pf._freelist_cache = (meta.gen, fl)
         pf._write_latch.release()
         return meta
+
+    @property
+    def pages_freed(self) -> int:
+        """Pages this write stopped reaching (freed at its generation)."""
+        return sum(n for _pgno, n in self._freed)
 
     def abort(self) -> None:
         """Forget every change; pages written by this write stay unreachable."""

@@ -27,6 +27,7 @@ FORBIDDEN = {
 LAYER_BENCHMARKS = {
     "stress/bench/storage.py": {"storage"},
     "stress/bench/locking.py": {"locking", "storage", "mvcc.commitlog"},
+    "stress/bench/vacuum.py": {"mvcc.vacuum"},  # the vacuum process's report file
 }
 
 

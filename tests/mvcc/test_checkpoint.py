@@ -14,9 +14,9 @@ import pytest
 import mvcc
 from mvcc import checkpoint as checkpoint_module
 from mvcc import database as database_module
-from mvcc.versions import decode_chain, tree_name
+from mvcc.versions import decode_chain, tree_name, vacuum_tree_name
 from storage.check import check_pagefile
-from storage.keys import encode_key
+from storage.keys import decode_key, encode_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,6 +103,62 @@ def test_a_snapshot_outlives_checkpoints_that_prune_what_others_see(tmp_path: Pa
         b.checkpoint()  # a's reader is gone: a record the fold touches keeps one version
         assert len(_chain(b, "t", 1) or []) == 1
         assert ta.get(1)["v"] == 4 and tb.get(2)["v"] == 3
+
+
+def _listed(db: mvcc.Database, table: str) -> list[tuple[int, object]]:
+    """The vacuum list of a table in the newest meta: (head ts, pk) pairs (V6)."""
+    snap = db.pages.snapshot(db.pages.read_meta())
+    tree = snap.tree(vacuum_tree_name(db.table(table).tid))
+    return [
+        (int.from_bytes(k[:8], "big"), decode_key(k[8:])[0])
+        for k, _v in (() if tree is None else tree.cursor())
+    ]
+
+
+def test_a_checkpoint_prunes_chains_no_frame_touches_once_the_reader_goes(
+    tmp_path: Path,
+) -> None:
+    """V6: the versions a reader pinned go at the first checkpoint after it ends,
+    though no later commit touches their records; a delete goes entirely."""
+    with mvcc.open(tmp_path, autovacuum=False) as a, mvcc.open(tmp_path) as b:
+        ta, tb = a.table("t", indexes=["v"]), b.table("t")
+        for pk in (1, 2, 3):
+            ta.put(pk, {"v": 0})
+        with a.transaction(readonly=True):
+            tb.put(1, {"v": 1})
+            tb.delete(2)
+            result = b.checkpoint()
+            assert result.pruned == 0
+            assert [pk for _ts, pk in _listed(b, "t")] == [1, 2]  # 3 has one version
+            assert len(_chain(b, "t", 1) or []) == 2 and len(_chain(b, "t", 2) or []) == 2
+        result = b.checkpoint()  # no frame since: the vacuum list alone is the work
+        assert result.frames == 0 and result.keys == 2 and result.pruned == 3
+        assert _listed(b, "t") == [] and _chain(b, "t", 2) is None
+        assert len(_chain(b, "t", 1) or []) == 1
+        assert ta.find(mvcc.where("v") == 0).ids() == [3]  # the index lost the old entries
+        assert b.checkpoint().keys == 0  # nothing left to do
+        assert check_pagefile(b.pages).ok
+
+
+def test_a_dropped_table_s_trees_go_when_no_snapshot_sees_it(tmp_path: Path) -> None:
+    """V7: the table tree and its vacuum list are dropped once the catalog row's
+    delete is past the horizon, not before."""
+    with mvcc.open(tmp_path, autovacuum=False) as a, mvcc.open(tmp_path) as b:
+        t = a.table("gone", indexes=["v"])
+        t.insert_many([{"v": i} for i in range(50)])
+        a.checkpoint()
+        name = tree_name(t.tid)
+        with b.transaction(readonly=True):
+            assert b.table("gone").count() == 50
+            a.drop_table("gone")
+            assert a.checkpoint().tables_dropped == 0
+            assert b.table("gone").count() == 50  # b's snapshot still has it
+        result = a.checkpoint()
+        assert result.tables_dropped == 1
+        names = a.pages.snapshot(a.pages.read_meta()).names()
+        assert name not in names and vacuum_tree_name(t.tid) not in names
+        assert not any(n[:1] == b"i" for n in names)
+        assert check_pagefile(a.pages).ok
 
 
 def test_a_process_behind_deleted_segments_skips_to_the_checkpoint(

@@ -143,6 +143,7 @@ class TreeMachine(RuleBasedStateMachine):
         for snap, model in self.snaps:
             tree = snap.tree(b"t")
             assert dict(tree.items()) == model
+            assert tree.count() == len(model)
             for key in list(model)[:5]:
                 assert tree.get(key) == model[key]
 
@@ -150,6 +151,7 @@ class TreeMachine(RuleBasedStateMachine):
     def write_view_matches(self) -> None:
         if hasattr(self, "tree"):
             assert dict(self.tree.items()) == self.model
+            assert self.tree.count() == len(self.model)
 
 
 MODEL_SETTINGS = settings(

@@ -1,0 +1,9 @@
+"""`python -m mvcc`: the command line (mvcc/cli.py)."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
