@@ -10,7 +10,7 @@
 
 The global lock order (also in ARCHITECTURE.md and filelock.py):
 
-    recovery  ->  open  ->  vacuum  ->  checkpoint  ->  sync  ->  commit  ->  sequence
+    recovery -> open -> vacuum -> checkpoint -> sync -> gate0 -> gate1 -> commit -> sequence
 
 A process may take a later lock while holding an earlier one, never the
 reverse.  Registry slots are held for a process's life and are not ordered

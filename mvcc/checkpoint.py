@@ -241,8 +241,9 @@ def _fold(
                         listed.delete(was)
                     if now is not None:
                         listed.put(now, b"")
-        counts.tables_dropped = _drop_tables(txn, where)
-        _fold_indexes(txn, folded, where)
+        indexes, named = _catalog(txn, where)
+        counts.tables_dropped = _drop_tables(txn, named)
+        _fold_indexes(txn, folded, indexes, where)
         txn.user_meta = target.pack()
         meta = txn.commit()
     except BaseException:
@@ -252,16 +253,10 @@ def _fold(
     return meta, counts
 
 
-def _drop_tables(txn: WriteTxn, where: str) -> int:
+def _drop_tables(txn: WriteTxn, named: set[int]) -> int:
     """V7: drop the table trees (and vacuum lists) of table ids that no version of
-    any catalog row names any more: a dropped table whose catalog row the
-    horizon has pruned away.  No snapshot can reach them."""
-    catalog = txn.tree(tree_name(CATALOG))
-    named = {CATALOG}
-    for _name, data in () if catalog is None else catalog.cursor():
-        for _ts, value in decode_chain(data, where):
-            if value is not None:
-                named.add(unpack_doc(value)["id"])
+    any catalog row names any more (`named`): a dropped table whose catalog
+    row the horizon has pruned away.  No snapshot can reach them."""
     dropped = 0
     for name in txn.names():
         if name[:1] in (b"t", b"v") and int.from_bytes(name[1:], "big") not in named:
@@ -270,24 +265,29 @@ def _drop_tables(txn: WriteTxn, where: str) -> int:
     return dropped
 
 
-def _catalog(txn: WriteTxn, where: str) -> dict[int, tuple[IndexDef, ...]]:
-    """Table id -> its indexes, from the newest version of each catalog row."""
+def _catalog(txn: WriteTxn, where: str) -> tuple[dict[int, tuple[IndexDef, ...]], set[int]]:
+    """One read of the catalog: table id -> its indexes, from the newest version
+    of each row; and every table id some version of some row names (V7)."""
     tree = txn.tree(tree_name(CATALOG))
-    out: dict[int, tuple[IndexDef, ...]] = {}
-    if tree is not None:
-        for _name, data in tree.cursor():
-            newest = decode_chain(data, where)[0][1]
-            if newest is not None:
-                row = unpack_doc(newest)
-                out[row["id"]] = indexes_of(row)
-    return out
+    indexes: dict[int, tuple[IndexDef, ...]] = {}
+    named = {CATALOG}
+    for _name, data in () if tree is None else tree.cursor():
+        for i, (_ts, value) in enumerate(decode_chain(data, where)):
+            if value is not None:
+                row = unpack_doc(value)
+                named.add(row["id"])
+                if i == 0:
+                    indexes[row["id"]] = indexes_of(row)
+    return indexes, named
 
 
 def _fold_indexes(
-    txn: WriteTxn, folded: dict[int, list[tuple[bytes, Chain, Chain]]], where: str
+    txn: WriteTxn,
+    folded: dict[int, list[tuple[bytes, Chain, Chain]]],
+    catalog: dict[int, tuple[IndexDef, ...]],
+    where: str,
 ) -> None:
-    """Step 6's index trees (versions.py V4)."""
-    catalog = _catalog(txn, where)
+    """Step 6's index trees (versions.py V4), under `catalog` (table id -> indexes)."""
     live = {index_tree_name(i.id) for indexes in catalog.values() for i in indexes}
     for name in txn.names():
         if name[:1] == b"i" and name not in live:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from . import vacuum
+from .database import KEY_FILE, Database
 from .errors import Error
 
 __all__ = ["main"]
@@ -29,8 +31,6 @@ PASSPHRASE_ENV = "MVCC_PASSPHRASE"
 def _passphrase(path: str) -> str | None:
     """The directory's passphrase: from the environment, else a prompt when the
     directory is encrypted and there is a terminal to ask on."""
-    from .database import KEY_FILE
-
     given = os.environ.get(PASSPHRASE_ENV)
     if given is not None:
         return given
@@ -50,9 +50,6 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
 
 
 def _maintenance(args: argparse.Namespace) -> int:
-    from . import vacuum
-    from .database import Database
-
     if args.command == "vacuum" and args.daemon:
         if args.key_stdin:  # started by an opener (mvcc/vacuum.py spawn)
             return vacuum.run_daemon(args.dir, vacuum.read_key(sys.stdin.buffer))

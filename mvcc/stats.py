@@ -7,10 +7,12 @@ not coming back, which process's snapshot holds it (PostgreSQL makes its users
 hunt for that in pg_stat_activity; here it is one field).
 
 Invariants
-(S1) Cheap enough to call often: the cost grows with the tables' page count
-     (a key count per table reads only leaf key lists, `BTree.count`) and with
-     the dead versions (only the chains the vacuum lists name are decoded,
-     versions.py V6), never with the live documents' size.
+(S1) No document is decoded: a table's record count is `Table.count()` at
+     the snapshot (one pass over its records' chains, documents left
+     packed), the page file's key counts read only leaf key lists
+     (`BTree.count`), and only the chains the vacuum lists name are decoded
+     for the dead versions (versions.py V6).  So the cost grows with the
+     number of records and of dead versions, not with the documents' size.
 (S2) Everything page-file side is read from one pinned generation (a
      readonly transaction), so the figures are consistent with each other
      and no page is reused under the reader.

@@ -75,9 +75,9 @@ def _vacuum_pids(path: Path) -> list[int]:
     return out
 
 
-def _serving(path: Path) -> int | None:
+def _serving(path: Path, passphrase: str | None = None) -> int | None:
     """The pid of the elected vacuum process, when one serves and reported."""
-    with mvcc.open(path, autovacuum=False) as db:
+    with mvcc.open(path, passphrase=passphrase, autovacuum=False) as db:
         report = vacuum.read_report(db)
         if report is not None and vacuum.served(db) and _alive(report.pid):
             return report.pid
@@ -162,6 +162,27 @@ def test_the_cli_daemon_serves_until_the_last_opener_closes(tmp_path: Path) -> N
             daemon.kill()
 
 
+def test_the_vacuum_process_of_an_encrypted_directory_gets_the_key_over_its_pipe(
+    tmp_path: Path,
+) -> None:
+    """spawn() hands the data key on stdin (crypto.py I5): the child serves, prunes,
+    and the key appears in neither its argv nor its environment."""
+    with mvcc.open(tmp_path, passphrase="pw") as db:
+        _fill(db, vacuum.VACUUM_FRAMES)  # work due: the commit that sees it spawns
+        pid = _until(lambda: _serving(tmp_path, "pw"), 20, "the vacuum process to serve")
+        key = db._page_cipher.data_key()  # type: ignore[union-attr]
+        for part in ("cmdline", "environ"):
+            with open(f"/proc/{pid}/{part}", "rb") as f:
+                assert key not in f.read()
+        _until(
+            lambda: vacuum.read_report(db).versions_pruned > 0,  # type: ignore[union-attr]
+            20,
+            "a pass that prunes",
+        )
+        assert db.stats()["vacuum"]["pid"] == pid
+    _until(lambda: not _alive(pid), 10, "the vacuum process to exit")
+
+
 # -- bounded space ----------------------------------------------------------------
 
 ROUNDS = 50
@@ -214,7 +235,7 @@ def test_space_stays_bounded_under_steady_updates(tmp_path: Path) -> None:
                 p.join(120)
                 if p.is_alive():
                     p.kill()
-        assert all(p.exitcode == 0 for p in procs)
+        assert [p.exitcode for p in procs] == [0, 0]
         first = sum(sizes[0])
         later = [sum(s) for s in sizes[5:]]  # after warm-up
         # Issue 7's goal is 2x; measured here the peak reaches 1.7-2.3x (a pass
@@ -224,11 +245,13 @@ def test_space_stays_bounded_under_steady_updates(tmp_path: Path) -> None:
     with mvcc.open(tmp_path, autovacuum=False) as db:
         docs = db.table("docs")
         assert len(docs) == DOCS
-        assert all(d["round"] == ROUNDS - 1 and d["by"] == d["_id"] % 2 for d in docs)
+        stale = [d["_id"] for d in docs if d["round"] != ROUNDS - 1 or d["by"] != d["_id"] % 2]
+        assert not stale, f"documents without their last round's value: {stale[:10]}"
         db.vacuum()
         stats = db.stats()
         assert stats["versions"]["dead"] == 0, stats
-    assert check(str(tmp_path)).ok
+    report = check(str(tmp_path))
+    assert report.ok, str(report)
 
 
 # -- pins ---------------------------------------------------------------------
@@ -298,7 +321,8 @@ def test_a_long_reader_pins_only_what_it_sees_and_a_killed_one_stops_pinning(
                 if p.is_alive():
                     p.kill()
                 p.join(10)
-    assert check(str(tmp_path)).ok
+    report = check(str(tmp_path))
+    assert report.ok, str(report)
 
 
 # -- crashes of the vacuum process --------------------------------------------
