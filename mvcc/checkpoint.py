@@ -337,6 +337,8 @@ def checkpoint(db: Database, *, wait: bool) -> CheckpointResult | None:
         frames = 0
         counts = FoldCounts()
         horizon = db.registry.horizon((state.durable_ts, meta.gen))
+        if db.faults.vacuum_ignores_horizon:  # faults.py F5: a planted bug
+            horizon = (state.durable_ts, meta.gen)
         if target.next_ts > start.next_ts or _due(pages.snapshot(meta), horizon[0]):
             changes: dict[int, dict[bytes, Chain]] = {}
             if target.next_ts > start.next_ts:

@@ -41,6 +41,7 @@ from sortedcontainers import SortedList
 from storage.codec import unpack_doc
 from storage.keys import decode_key
 
+from . import faults
 from .errors import ClosedError, ReadOnlyError
 from .index import Hit, IndexDef, entry_key, merge_entries
 from .memtable import MISSING
@@ -86,6 +87,7 @@ class Transaction:
         self._own: dict[tuple[int, int], tuple[IndexDef, dict[bytes, bytes], SortedList]] = {}
         self._savepoints: list[tuple[dict[Any, Any], dict[Any, Any], int]] = []
         self.commit_ts: int | None = None
+        self._late = db.faults.late_snapshot  # faults.py F4
 
     # -- state ---------------------------------------------------------------
 
@@ -100,6 +102,9 @@ class Transaction:
         if self._incarnation != self.db.incarnation:
             self.state = TxState.ROLLED_BACK  # its pin and files were the parent's (D6)
             raise ClosedError("this transaction was begun before os.fork(), by the parent")
+        if self._late:  # faults.py F4: a planted bug, a new snapshot at every access
+            self.db._end(self._pin, self._view)
+            self.snapshot, self._pin, self._view = self.db._begin()
 
     def commit(self) -> None:
         """Validate and append the write set (Database._commit); a no-op once committed.
@@ -107,6 +112,12 @@ class Transaction:
         if self.state is TxState.COMMITTED:
             return
         self._check_active()
+        if self.writes and self.db.faults.ack_before_sync:
+            faults.later(self._commit_now)  # F3: a planted bug, acknowledged first
+            return
+        self._commit_now()
+
+    def _commit_now(self) -> None:
         ok = False
         try:
             if self.writes:

@@ -1,0 +1,1 @@
+"""stress.checkers: pure checkers that judge a recorded history; they import nothing of mvcc."""
