@@ -16,7 +16,8 @@ Invariants
      before the process dies.  The reader still ignores a last line without its
      newline (a torn line under another OS or filesystem must not be read as
      an event).
-(H3) Transaction ids are unique in a run of the harness: `w<worker>.<inc>-<n>`.
+(H3) Transaction ids are unique in a run of the harness: `w<worker>.<inc>-<n>`,
+     also when a worker runs a transaction on a second thread (a long audit).
 
 Events (fields besides `e` and `id`)
     open    dt (seconds to open the database: the recovery time after a kill)
@@ -27,6 +28,7 @@ Events (fields besides `e` and `id`)
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -45,11 +47,10 @@ class Writer:
         self.prefix = f"w{worker}.{incarnation}"
         path = os.path.join(directory, f"{self.prefix}.jsonl")
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._n = 0
+        self._ids = itertools.count(1)  # next() is atomic under the GIL: threads share it
 
     def next_id(self) -> str:
-        self._n += 1
-        return f"{self.prefix}-{self._n}"
+        return f"{self.prefix}-{next(self._ids)}"
 
     def write(self, event: Event) -> None:
         line = json.dumps(event, separators=(",", ":")) + "\n"

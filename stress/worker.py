@@ -45,6 +45,7 @@ def main(argv: list[str]) -> int:
     ctx = Context(db, config, writer, worker, incarnation, rng)
     while time.time() < config.deadline:
         rng.choices(workloads, weights)[0].step(ctx)
+    ctx.join()
     db.close()
     writer.write({"e": "done", "id": writer.prefix})
     writer.close()

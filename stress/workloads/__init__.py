@@ -20,7 +20,10 @@ Invariants
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,8 +51,6 @@ class Config:
     started: float = 0.0  # wall clock when the run began
 
     def open(self, **options: Any) -> mvcc.Database:
-        import os
-
         passphrase = os.environ[self.passphrase_env] if self.passphrase_env else None
         return mvcc.open(self.data, durability=self.durability, passphrase=passphrase, **options)
 
@@ -82,13 +83,35 @@ class Context:
         self.worker = worker
         self.incarnation = incarnation
         self.rng = rng
-        self._unique = 0
-        self.tx_id = ""  # the id of the transaction `transact` is running
+        self._unique = itertools.count(1)
+        self._local = threading.local()  # per thread: the id `transact` is running
+        self._background: threading.Thread | None = None
+
+    @property
+    def tx_id(self) -> str:
+        """The id of the transaction `transact` is running on this thread."""
+        return str(self._local.tx_id)
+
+    def background(self, work: Callable[[], object]) -> bool:
+        """Run `work` on the worker's second thread unless it is busy (then
+        False).  A long reader runs there, so that the worker's own transactions
+        go on in the same process meanwhile, as in a threaded web server: they
+        move its page view and its node cache to newer checkpoints, and the
+        long reader then really reads its own generation's pages from the file
+        (checkpoint.py K4 is what keeps them intact)."""
+        if self._background is not None and self._background.is_alive():
+            return False
+        self._background = threading.Thread(target=work, name="stress-background")
+        self._background.start()
+        return True
+
+    def join(self) -> None:
+        if self._background is not None:
+            self._background.join()
 
     def unique(self) -> int:
         """A value no other transaction of the harness run will use (list-append)."""
-        self._unique += 1
-        return ((self.worker * 10_000 + self.incarnation) << 32) | self._unique
+        return ((self.worker * 10_000 + self.incarnation) << 32) | next(self._unique)
 
     def transact(
         self,
@@ -100,7 +123,7 @@ class Context:
     ) -> dict[str, Any] | None:
         """Run `body` in one transaction; record invoke, then ok or fail (H1, W1).
         Returns the body's result when the commit returned, else None."""
-        tx_id = self.tx_id = self.writer.next_id()
+        tx_id = self._local.tx_id = self.writer.next_id()
         self.writer.write({"e": "invoke", "id": tx_id, "wl": workload, **planned})
         began = time.perf_counter()
         end: Event = {"e": "fail", "id": tx_id, "wl": workload}
