@@ -204,10 +204,6 @@ class _Workers:
         return hung
 
 
-def _open(config: Config, **options: Any) -> mvcc.Database:
-    return config.open(**options)
-
-
 def run(options: Options, *, stream: Any = None) -> tuple[int, str]:
     """One harness run (module docstring); returns (exit code, report text)."""
     assert options.seed is not None
@@ -230,7 +226,7 @@ def run(options: Options, *, stream: Any = None) -> tuple[int, str]:
     summary = Summary()
     checks: list[Verdict] = []
     workloads = [by_name(name)(config) for name in options.workloads]
-    db = _open(config)
+    db = config.open()
     try:
         for workload in workloads:
             workload.setup(db)
@@ -332,7 +328,7 @@ def _check(config: Config, workloads: list[Any], summary: Summary) -> list[Verdi
     """Step 5: the workloads' checkers on the reopened directory, then the rest."""
     events = read_all(config.history)
     checks: list[Verdict] = []
-    db = _open(config, autovacuum=False)
+    db = config.open(autovacuum=False)
     try:
         for workload in workloads:
             try:

@@ -32,7 +32,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Event", "Outcome", "Tail", "Writer", "outcomes", "read_all"]
@@ -103,7 +103,6 @@ class Outcome:
     wl: str
     invoke: Event
     end: Event | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:

@@ -113,7 +113,8 @@ class Progress:
         self._last_commits, self._last_at, self._last_line = summary.commits, now, now
         elapsed = now - self.began
         line = (
-            f"{elapsed:5.1f}s / {self.total:.0f}s  {rate:7.0f} commits/s  "
+            f"{elapsed:5.1f} s, {max(0.0, self.total - elapsed):3.0f} s left  "
+            f"{rate:6.0f} commits/s  "
             f"{summary.commits} commits  {summary.conflicts} conflicts  "
             f"kills {summary.kills_worker}+{summary.kills_vacuum}v  "
             f"restarts {summary.restarts}  vacuum passes {summary.vacuum.get('passes', 0)}  "
