@@ -40,7 +40,9 @@ The named locks of a data directory (`LockSet` opens them all)
 ``commit``      (`commit.lock`) serialises commits: WAL catch-up, validation,
                 the frame append, its fsync, and every write of the shared state
                 file (statefile.py S2).
-``sequence``    (`sequence.lock`) serialises the hand-out of blocks of ids.
+``sequence``    (`sequence.lock`) serialises the hand-out of blocks of ids, and
+                rewrites of the key file (rekey): both are small files replaced
+                by a rename.
 
 The global lock order (Architecture Invariant; also in ARCHITECTURE.md)
 -----------------------------------------------------------------------

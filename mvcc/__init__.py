@@ -3,7 +3,8 @@
 `mvcc.open` returns a `Database` (mvcc/database.py); `db.table(...)` a `Table`;
 the public error hierarchy (`mvcc.errors`) is re-exported here, as DESIGN
 section 2 fixes, with `where` (mvcc/query.py), `Result` (mvcc/result.py) and
-`check` with its `CheckReport` (mvcc/check.py).
+`check` with its `CheckReport` (mvcc/check.py), and `restore` (mvcc/backup.py;
+`db.backup(dest)` makes what it restores).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from typing import Any
 
 from . import errors
+from .backup import restore
 from .check import CheckReport, check
 from .database import Database
 from .errors import *  # noqa: F403  (the public hierarchy is part of the top-level API)
@@ -29,6 +31,7 @@ __all__ = [
     "Table",
     "check",
     "open",
+    "restore",
     "where",
     *(name for name in errors.__all__ if name != "translate"),
 ]

@@ -73,7 +73,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from locking import forksafe
 from locking.errors import LockWaitTimeout, StateError
@@ -82,14 +82,22 @@ from locking.registry import Registry
 from locking.statefile import State, StateFile
 from storage.btree import max_key_size
 from storage.codec import pack_doc, unpack_doc
-from storage.crypto import PageCipher, create_key_file, load_key_file
+from storage.crypto import (
+    DEFAULT_SCRYPT_LOG2N,
+    KDF_SCRYPT,
+    PageCipher,
+    create_key_file,
+    load_key_file,
+    read_key_file_info,
+    rewrap_key_file,
+)
 from storage.errors import CorruptPage, StorageError
 from storage.format import DEFAULT_PAGE_SIZE
 from storage.keys import decode_key, encode_key, prefix_end
 from storage.pagefile import PageFile, check_page_size
 from storage.wal import WAL, Durability, LogPosition
 
-from . import faults
+from . import dump, faults
 from .checkpoint import CheckpointResult, meta_position
 from .checkpoint import checkpoint as run_checkpoint
 from .checkpoint import due as checkpoint_due
@@ -132,6 +140,9 @@ from .vacuum import PROBE_EVERY
 from .vacuum import due as vacuum_due
 from .vacuum import ensure as ensure_vacuum
 from .versions import PageView, decode_chain, head_ts, visible
+
+if TYPE_CHECKING:
+    from .backup import BackupResult, Progress
 
 __all__ = ["DURABILITIES", "Database"]
 
@@ -876,6 +887,74 @@ class Database:
         self._check_open()
         with translate():
             return collect_stats(self)
+
+    def backup(
+        self, dest: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> BackupResult:
+        """Write to `dest` (a missing or empty directory) a compact copy of one
+        committed snapshot, while other processes go on writing: mvcc/backup.py.
+        `progress(done, total)` is called now and then; `mvcc.restore` puts it back."""
+        from .backup import backup  # not at the top: backup.py imports this module
+
+        self._check_open()
+        with translate():
+            return backup(self, dest, progress=progress)
+
+    def export(
+        self, path: str | os.PathLike[str], *, progress: dump.Progress | None = None
+    ) -> dict[str, int]:
+        """Write every table of one snapshot to `path` as JSON Lines: each table's
+        definition, then its records (mvcc/dump.py).  `progress(done, total)`
+        is called now and then.  Returns the counts and the snapshot ts."""
+        self._check_open()
+        with translate():
+            return dump.export(self, path, progress=progress)
+
+    def import_(
+        self, path: str | os.PathLike[str], *, progress: dump.Progress | None = None
+    ) -> dict[str, int]:
+        """Add the tables and records of an export (mvcc/dump.py): every line is
+        checked before any is written; a bad one is a ValidationError or
+        UniqueViolation naming the line.  Returns the counts."""
+        self._check_open()
+        with translate():
+            return dump.import_file(self, path, progress=progress)
+
+    def rekey(self, new_passphrase: str | bytes | None = None, *, key: bytes | None = None) -> None:
+        """Wrap the data key under `new_passphrase` (or a raw 32-byte `key=`):
+        from now on only that opens the directory.  No page is rewritten.
+
+        The key file is replaced atomically (storage/crypto.py I4): a crash
+        at any point leaves exactly one of the old and the new secret valid,
+        and a process that has the directory open keeps its data key.  Two
+        rekeys (two would share `key.tmp`) are serialised by the `sequence`
+        lock (below); a rekey never meets the key file's creation, which
+        happens under `recovery` before the directory has any key to rekey.
+        The scrypt cost stays what the key file has (the default for a
+        file that had a raw key).  An unencrypted directory: InvalidKey."""
+        self._check_open()
+        if (new_passphrase is None) == (key is None):
+            raise InvalidKey("rekey takes a new passphrase or key=, exactly one of them")
+        cipher = self._page_cipher
+        if cipher is None:
+            raise InvalidKey(
+                f"{self.path} is not encrypted: it has no data key to rekey"
+                " (to encrypt a database, export it and import it into a new"
+                " directory opened with a passphrase)"
+            )
+        path = os.path.join(self.path, KEY_FILE)
+        # `sequence`, the last lock of the order: this process holds `open`
+        # (shared, for life), so `recovery` would break the order, and the
+        # locks between are the commit path's or held for long (`vacuum`,
+        # `checkpoint`).  `sequence` guards the other small file replaced by
+        # write-and-rename (`ids`); holding it for one scrypt derivation
+        # (~0.1 s) only delays another process's next block of ids.
+        with translate(), self.locks.sequence.hold(self.lock_timeout):
+            info = read_key_file_info(path)
+            log2n = info.log2n if info.kdf == KDF_SCRYPT else DEFAULT_SCRYPT_LOG2N
+            rewrap_key_file(
+                path, cipher.data_key(), passphrase=new_passphrase, key=key, scrypt_log2n=log2n
+            )
 
     def _look_for_vacuum(self, state: State) -> None:
         """vacuum.py A5: start a vacuum process if there is work and none serves

@@ -12,6 +12,9 @@ Invariants
      before the block is used.  Ids of a block a process did not use are lost,
      as in a PostgreSQL sequence with a cache.
 (Q2) Ids grow within a process; across processes they interleave by block.
+(Q3) After `advance(tid, past)` no block handed out starts at or below `past`:
+     an import that kept int keys moves the sequence past the largest, so
+     later inserts do not step over its keys one by one.
 """
 
 from __future__ import annotations
@@ -45,6 +48,26 @@ class IdAllocator:
             nxt, end = self._take_block(tid)
         self._blocks[tid] = (nxt + 1, end)
         return nxt
+
+    def advance(self, tid: int, past: int) -> None:
+        """Hand out only ids above `past` for table `tid` from now on (an import
+        kept its records' keys: Q3).  Blocks other processes already hold are
+        not recalled; `Table.insert` steps over an id that is taken."""
+        self.lock.acquire(self.timeout)
+        try:
+            table = self._read()
+            if table.get(str(tid), 1) <= past:
+                table[str(tid)] = past + 1
+                self._write(table)
+        finally:
+            self.lock.release()
+        if self._blocks.get(tid, (past + 1, 0))[0] <= past:
+            del self._blocks[tid]  # this process's block is below the new start
+
+    def recorded(self) -> dict[str, int]:
+        """The file's map: per table id (a decimal str), the first id never handed
+        out (a backup carries it over: backup.py B6)."""
+        return self._read()
 
     def _take_block(self, tid: int) -> tuple[int, int]:
         self.lock.acquire(self.timeout)
