@@ -93,7 +93,7 @@ import contextlib
 import os
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -121,6 +121,7 @@ from .versions import Chain, chain_entries, decode_chain, vacuum_entry
 __all__ = ["MAX_LISTED", "CheckReport", "Problem", "check"]
 
 MAX_LISTED: Final = 20
+PROGRESS_EVERY: Final = 256  # pages between two calls of check's progress callback
 """Problems of one check in one tree listed one by one; more are counted."""
 
 LOCK_TIMEOUT: Final = 10.0  # seconds to wait for `recovery` (an opener holds it briefly)
@@ -192,16 +193,21 @@ def check(
     *,
     passphrase: str | bytes | None = None,
     key: bytes | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> CheckReport:
     """Check the data directory at `path` (module docstring: H1-H6) and return the
     report.  Raises InvalidKey for a wrong or missing key, LockTimeout if an
     opener holds the directory too long, Error if there is no database there;
-    damage is never raised, it is reported."""
+    damage is never raised, it is reported.  `progress(pages read, pages in the
+    file)` is called every PROGRESS_EVERY pages (a page may be read twice: an
+    index is checked against its table's records)."""
     path = os.fspath(path)
     if not os.path.isfile(os.path.join(path, PAGES)):
         raise Error(f"{path}: no database here (no page file)")
     with translate(), _attach(path, passphrase, key) as attached:
-        return _Checker(path, *attached).run()
+        checker = _Checker(path, *attached)
+        checker.progress = progress
+        return checker.run()
 
 
 # -- attaching --------------------------------------------------------------------
@@ -314,6 +320,8 @@ class _Checker:
         self.owner: dict[int, tuple[int, IndexDef]] = {}  # index id -> (tid, index)
         self.start = self._start()
         self.report.ts = 0 if self.start is None else self.start.next_ts - 1
+        self.progress: Callable[[int, int | None], None] | None = None
+        self._read = 0  # pages the walks have read (progress)
 
     # -- reporting
 
@@ -362,6 +370,9 @@ class _Checker:
                     raise CorruptPage("reached twice in one tree")
                 seen.add(pgno)
                 node = self.pages.node(pgno, gen)
+                self._read += 1
+                if self.progress is not None and self._read % PROGRESS_EVERY == 0:
+                    self.progress(self._read, self.meta.npages)
             except CorruptPage as exc:
                 gaps.append((lo, hi))
                 self.problem(

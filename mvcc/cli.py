@@ -143,7 +143,12 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    report = check(args.dir, passphrase=_passphrase(args.dir))
+    passphrase = _passphrase(args.dir)
+    bar = Bar("check", " pages")
+    try:
+        report = check(args.dir, passphrase=passphrase, progress=bar)
+    finally:
+        bar.close()
     if args.json:
         result = {
             "ok": report.ok,
