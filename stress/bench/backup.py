@@ -76,7 +76,11 @@ What is measured, in this order (timing rules: _common.py T1-T4; T5 below)
      restore         `mvcc.restore(backup, dest)`: `mvcc.check` of the backup,
                      then a hashed copy, fsynced, renamed into place
    Reported per candidate: seconds, data MB/s, source and output MB, source
-   MB/s, and the data-MB/s ratio to cp and to sqlite3's backup (> 1: faster).
+   MB/s, the data-MB/s ratio to cp and to sqlite3's backup (> 1: faster), and
+   CPU seconds (user + system of this process and of its waited-for
+   children, i.e. cp's; the least of the repetitions): on a shared machine
+   other processes move it far less than the wall time, and it tells work
+   done by the CPU from waiting on the disk.
    All reads come from the OS page cache (the sources were just written and
    fit in memory many times over); writes go to the disk through the fsyncs.
 3. while WRITERS writer processes commit: the writers (spawned; `mvcc.open`
@@ -92,7 +96,8 @@ What is measured, in this order (timing rules: _common.py T1-T4; T5 below)
    neither.  Reported: the backups' best and mean seconds and data MB/s, and
    the writers' commits/s in the quiet windows and during the backups (the
    commits whose acknowledgement falls in each kind of window over the
-   windows' total length), with their ratio; the page file before and after
+   windows' total length), with their ratio; each backup's CPU seconds (this
+   process's); the page file before and after
    the phase (a backup's pin holds back the reuse of pages: checkpoint.py K4).
 
 (T5) Times compared across processes (the windows against the writers'
@@ -119,9 +124,11 @@ import cProfile
 import functools
 import hashlib
 import io
+import math
 import os
 import pstats
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -397,14 +404,23 @@ class Sources(NamedTuple):
     backup_dir: str  # restore's input
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its waited-for children (cp)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def candidate_calls(
-    src: Sources, outputs: Mapping[str, str], last: dict[str, Any]
+    src: Sources, outputs: Mapping[str, str], last: dict[str, Any], cpu: dict[str, float]
 ) -> dict[str, Callable[[], Any]]:
-    """One call per candidate; each keeps its last result in `last` (for the checks)."""
+    """One call per candidate; each keeps its last result in `last` (for the checks)
+    and its least CPU time in `cpu`."""
 
     def keep(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
+            began = cpu_seconds()
             last[name] = fn()
+            cpu[name] = min(cpu.get(name, math.inf), cpu_seconds() - began)
 
         return run
 
@@ -440,14 +456,16 @@ def measure_idle(
     os.makedirs(out_dir)
     outputs = {name: os.path.join(out_dir, name) for name in CANDIDATES}
     last: dict[str, Any] = {}
+    cpu: dict[str, float] = {}
     setups = {name: functools.partial(remove, outputs[name]) for name in CANDIDATES}
-    best = best_of_each(candidate_calls(src, outputs, last), cfg.repeat, setups)
+    best = best_of_each(candidate_calls(src, outputs, last, cpu), cfg.repeat, setups)
     sources = source_bytes(src)
     figures: dict[str, dict[str, Any]] = {}
     for name in CANDIDATES:
         secs = best[name]
         figures[name] = {
             "seconds": secs,
+            "cpu_seconds": cpu[name],
             "data_mb_per_s": data["doc_bytes"] / MB / secs,
             "source_bytes": sources[name],
             "source_mb_per_s": sources[name] / MB / secs,
@@ -590,6 +608,7 @@ def measure_under_writers(
     quiet: list[tuple[int, int]] = []
     during: list[tuple[int, int]] = []
     results: list[Any] = []
+    cpu: list[float] = []  # each backup's CPU seconds
     reports: list[WriterReport] = []
     last = os.path.join(out_dir, "under-writers")
     try:
@@ -600,7 +619,9 @@ def measure_under_writers(
         for _ in range(cfg.repeat):
             quiet.append(_window(lambda: time.sleep(cfg.quiet))[0])
             remove(last)  # the previous backup: outside every window
+            began = time.process_time()
             window, result = _window(lambda: src.db.backup(last))
+            cpu.append(time.process_time() - began)
             during.append(window)
             results.append(result)
         quiet.append(_window(lambda: time.sleep(cfg.quiet))[0])
@@ -631,6 +652,7 @@ def measure_under_writers(
         "writers": cfg.writers,
         "backups": len(seconds),
         "backup_seconds": seconds,
+        "backup_cpu_seconds": cpu,
         "best_s": min(seconds),
         "mean_s": statistics.fmean(seconds),
         "best_data_mb_per_s": data["doc_bytes"] / MB / min(seconds),
@@ -728,6 +750,7 @@ def idle_table(figures: Mapping[str, Mapping[str, Any]]) -> str:
             [
                 LABELS[name],
                 f"{f['seconds']:.3f}",
+                f"{f['cpu_seconds']:.3f}",
                 format_number(f["data_mb_per_s"]),
                 _mb(f["source_bytes"]),
                 format_number(f["source_mb_per_s"]),
@@ -739,6 +762,7 @@ def idle_table(figures: Mapping[str, Mapping[str, Any]]) -> str:
     headers = [
         "candidate",
         "s",
+        "CPU s",
         "data MB/s",
         "source MB",
         "source MB/s",
@@ -785,7 +809,7 @@ def print_report(header: Mapping[str, Any], results: Mapping[str, Any]) -> None:
     print(
         f"  backup: best {u['best_s']:.2f} s ({format_number(u['best_data_mb_per_s'])} data MB/s), "
         f"mean {u['mean_s']:.2f} s ({format_number(u['mean_data_mb_per_s'])} MB/s), "
-        f"{u['backups']} backups"
+        f"{u['backups']} backups; CPU {min(u['backup_cpu_seconds']):.2f} s at least"
     )
     ratio = u["commit_rate_ratio"]
     quiet = f"{u['quiet_commits']:,} in {u['quiet_s']:.1f} s"

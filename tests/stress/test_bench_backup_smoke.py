@@ -56,6 +56,8 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
         f = figures[name]
         for key in FIGURES:
             assert positive(f[key]), (name, key, f[key])
+        # cp's own CPU time may round to 0 on a few MB; mvcc's work is all CPU
+        assert f["cpu_seconds"] >= 0 and (name in REFERENCES or positive(f["cpu_seconds"]))
         assert close(f["data_mb_per_s"], data["doc_bytes"] / 1e6 / f["seconds"]), name
         assert close(f["source_mb_per_s"], f["source_bytes"] / 1e6 / f["seconds"]), name
         for ref in REFERENCES:
@@ -71,6 +73,8 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
     for key in UNDER_WRITERS:
         assert positive(u[key]), (key, u[key])
     assert u["best_s"] == min(u["backup_seconds"]) <= u["mean_s"]
+    assert len(u["backup_cpu_seconds"]) == u["backups"]
+    assert all(positive(c) for c in u["backup_cpu_seconds"])
     assert u["quiet_commits"] + u["during_commits"] <= u["commits"]
     assert close(u["commit_rate_ratio"], u["during_commits_per_s"] / u["quiet_commits_per_s"])
     assert u["backup_ts"] == sorted(u["backup_ts"]) and len(set(u["backup_ts"])) == u["backups"]
