@@ -99,6 +99,7 @@ from storage.wal import WAL, Durability, LogPosition
 
 from . import dump, faults
 from .checkpoint import CheckpointResult, meta_position
+from .checkpoint import backlogged as checkpoint_backlogged
 from .checkpoint import checkpoint as run_checkpoint
 from .checkpoint import due as checkpoint_due
 from .commitlog import (
@@ -973,17 +974,25 @@ class Database:
         """Look for the vacuum process now and then; checkpoint inline when the WAL
         since the last checkpoint is past the threshold (the hard one when a
         vacuum process serves the directory or autovacuum is off, else the soft
-        one) and no one else is checkpointing.  The commit is already durable: a
+        one) and no one else is checkpointing, or, when the WAL has outgrown the
+        page file, wait for the checkpoint lock and do it (checkpoint.py K9).
+        The commit is already durable: a
         failure here is logged, never raised (the next commit tries again)."""
         state = self.state.read()
         self._look_for_vacuum(state)
         hard = not self.autovacuum or self._vacuum_served
-        if not checkpoint_due(state, self.wal.segment_size, hard=hard):
+        wait = self._vacuum_served and checkpoint_backlogged(
+            state, self.wal.segment_size, self._page_file_bytes
+        )  # K9: the vacuum process is not keeping up
+        if not wait and not checkpoint_due(state, self.wal.segment_size, hard=hard):
             return
         try:
-            run_checkpoint(self, wait=False)
+            run_checkpoint(self, wait=wait)
         except Exception:
             log.warning("inline checkpoint failed; the WAL keeps the commits", exc_info=True)
+
+    def _page_file_bytes(self) -> int:
+        return os.path.getsize(os.path.join(self.path, PAGES))
 
     def _conflict(self, tid: int, key: bytes, how: str) -> ConflictError:
         table = self._names.get(tid, f"table id {tid}")

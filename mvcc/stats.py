@@ -152,5 +152,6 @@ def collect(db: Database) -> dict[str, Any]:
             "pages_freed": 0 if report is None else report.pages_freed,
             "pages_reused": 0 if report is None else report.pages_reused,
             "segments_deleted": 0 if report is None else report.segments_deleted,
+            "pace": None if report is None else report.pace,  # vacuum.py A6
         },
     }

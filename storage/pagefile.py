@@ -451,6 +451,16 @@ class PageFile:
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CorruptPage(f"undecodable freelist: {exc}", pgno=pgno, file=self.name) from None
 
+    def free_pages(self, meta: Meta | None = None) -> int:
+        """How many pages the freelist of `meta` (the adopted one by default)
+        holds, ready or pending.  No read after this object's own last write,
+        whose freelist it keeps."""
+        meta = meta or self.meta
+        cached = self._freelist_cache
+        if cached is not None and cached[0] == meta.gen:
+            return len(cached[1])
+        return len(self.freelist(meta))
+
     def snapshot(self, meta: Meta | None = None) -> Snapshot:
         """A read view of one generation (the adopted meta by default)."""
         return Snapshot(self, meta or self.meta)
@@ -543,6 +553,15 @@ class WriteTxn:
             self._freelist.free_ready(pgno, npages)  # never reachable from any meta
         else:
             self._freed.append((pgno, npages))
+
+    def release(self, horizon: int) -> None:
+        """Make ready the pages freed at or before `horizon` (F2), as `begin` did
+        with the horizon it was given: for a caller whose horizon has moved on
+        since (a reader that ended while this write was being prepared).  Capped
+        at the base generation, as in `begin`; the pages it makes ready serve the
+        allocations that follow, most of them in `commit`'s spill."""
+        self._check_open()
+        self._freelist.release(min(horizon, self.base.gen))
 
     def _allocate(self, npages: int) -> int:
         pgno = self._freelist.allocate(npages)

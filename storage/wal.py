@@ -49,13 +49,21 @@ Invariants
      frame ever starts with zero bytes (its magic), and a frame whose header
      never reached the disk was never acknowledged (a sync covering a later
      frame covers it).
-(I7) Reading never writes.  Tailing from the end when nothing is new costs one
-     pread (no stat, no directory listing): the reader learns that the log went
-     on into another segment from the segment-end frame, not from the directory.
+(I7) Reading never writes, not even a file: a segment is opened without
+     creating it (`open_device`), so a reader that a checkpoint overtook (it
+     deleted the segment between the reader's look at the directory and its
+     open) finds the segment missing, never an empty file in its place.
+     Tailing from the end when nothing is new costs one pread (no stat, no
+     directory listing): the reader learns that the log went on into another
+     segment from the segment-end frame, not from the directory.
 
 Reader algorithm (`LogReader.__iter__`)
     At a position (segment, offset, chain checksum, next ts): read the 32-byte
-    header; none at all is the clean "end of file".  Check magic, flags, salt
+    header; none at all is the clean "end of file".  A segment that is gone
+    ends the read with ``LogEnd(n, 0, "segment n missing")`` (`LogEnd.missing`):
+    a checkpoint covered and deleted it, so the reader is behind the
+    checkpoint and resumes from the checkpoint's position (the caller's to
+    know).  Check magic, flags, salt
     (== the segment header's), ts (== next ts), that header + payload + checksum
     lie within the file, then the chained checksum, then (under a key) the GCM
     tag.  A commit frame is yielded and the position advances.  A segment-end
@@ -180,6 +188,10 @@ OTHER_SALT = "salt of another segment"
 AUTH_FAILED = "authentication failed"
 
 
+def _missing(segment: int) -> str:
+    return f"segment {segment} missing"
+
+
 def segment_name(segment: int) -> str:
     """The file name of a segment.
 
@@ -231,6 +243,12 @@ class LogEnd:
     def clean(self) -> bool:
         """True when the log simply has nothing more (not damage, not a torn frame)."""
         return self.reason in (END_OF_FILE, REACHED_UPTO)
+
+    @property
+    def missing(self) -> bool:
+        """True when the segment to read is gone: deleted by a checkpoint that
+        covers it (I7), so the reader is behind that checkpoint."""
+        return self.offset == 0 and self.reason == _missing(self.segment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +306,13 @@ class WAL:
         durability: Durability = "full",
         sync_delay: float = 0.0,
         device_factory: Callable[[str], Device] = FileDevice,
+        open_device: Callable[[str], Device] | None = None,
     ) -> None:
+        """`device_factory(path)` creates a segment file; `open_device(path)` opens
+        an existing one and raises FileNotFoundError if it is gone (I7).  The
+        default `open_device` is `device_factory(path, create=False)` when the
+        factory is FileDevice or a subclass of it, else the factory itself (a
+        factory of the caller's making that must not create a missing file)."""
         if durability not in ("full", "normal", "off"):
             raise FormatError(f"durability must be 'full', 'normal' or 'off', not {durability!r}")
         if not isinstance(segment_size, int) or segment_size < _HEADER + FRAME_OVERHEAD:
@@ -301,6 +325,7 @@ class WAL:
         self.durability: Durability = durability
         self.sync_delay = float(sync_delay)
         self._factory = device_factory
+        self._open_device = open_device or _opener(device_factory)
         self._mutex = threading.Lock()  # protects _open (the handle cache)
         self._open: dict[int, _Segment] = {}
         self._state = WalState.OPEN
@@ -370,8 +395,11 @@ class WAL:
             return seg
         path = self._path(number)
         if not os.path.exists(path):
-            return f"segment {number} missing"
-        device = self._factory(path)
+            return _missing(number)
+        try:
+            device = self._open_device(path)  # never created here (I7)
+        except FileNotFoundError:  # deleted since the look above
+            return _missing(number)
         parsed = _parse_header(device.read(0, _HEADER), number)
         if isinstance(parsed, str):
             device.close()
@@ -700,6 +728,15 @@ class WAL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _opener(factory: Callable[[str], Device]) -> Callable[[str], Device]:
+    """The default `open_device` for a `device_factory` (I7)."""
+    cls = factory if isinstance(factory, type) else None
+    if cls is not None and issubclass(cls, FileDevice):
+        device_class: type[FileDevice] = cls
+        return lambda path: device_class(path, create=False)
+    return factory
 
 
 def _parse_header(raw: bytes, number: int) -> tuple[bytes, int, bytes, bool, bytes] | str:

@@ -6,12 +6,14 @@ exits, a report file names a new pid, a pipe answers), never a bare sleep.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -19,31 +21,15 @@ from typing import Any
 import pytest
 
 import mvcc
+from mvcc import checkpoint as checkpoint_module
 from mvcc import vacuum
 from mvcc.check import check
+from tests.support.waiting import recv as _recv
+from tests.support.waiting import until as _until
 
 pytestmark = pytest.mark.timeout(300)
 
 CTX = multiprocessing.get_context("spawn")
-
-
-def _until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Poll `condition` until it is truthy; fail naming `what` after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def _recv(conn: Connection, seconds: float = 60) -> Any:
-    """The next message, or a failure if none comes in time (a child died)."""
-    if not conn.poll(seconds):
-        raise AssertionError(f"no message from the child process in {seconds} s")
-    return conn.recv()
 
 
 def _alive(pid: int) -> bool:
@@ -200,14 +186,18 @@ def _updater(path: str, me: int, go: Any, out: Connection) -> None:
             ids = list(mine)
             for start in range(0, len(ids), BATCH):
                 with db.transaction():
-                    for i in ids[start : start + 100]:
+                    for i in ids[start : start + BATCH]:
                         t.put(i, {"round": r, "by": me, "pad": PAD})
             go.wait(60)  # both finished the round: the size is the directory's
             out.send(r)
 
 
 def _disk(path: Path) -> tuple[int, int]:
-    wal = sum(f.stat().st_size for f in (path / "wal").iterdir())
+    """The page file's size and the WAL segments' total."""
+    wal = 0
+    for f in (path / "wal").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a segment a pass just deleted
+            wal += f.stat().st_size
     return (path / "pages").stat().st_size, wal
 
 
@@ -238,10 +228,8 @@ def test_space_stays_bounded_under_steady_updates(tmp_path: Path) -> None:
         assert [p.exitcode for p in procs] == [0, 0]
         first = sum(sizes[0])
         later = [sum(s) for s in sizes[5:]]  # after warm-up
-        # Issue 7's goal is 2x; measured here the peak reaches 1.7-2.3x (a pass
-        # that folds several rounds at once frees a generation's pages only at
-        # the next pass).  Bounded, not yet 2x at every sample: see the notes.
-        assert max(later) <= 2.5 * first, f"first round {sizes[0]} bytes; later {sizes[5:]}"
+        # Issue 7: at most 2x the first round's size at every sample after it.
+        assert max(later) <= 2 * first, f"first round {sizes[0]} bytes; later {sizes[5:]}"
     with mvcc.open(tmp_path, autovacuum=False) as db:
         docs = db.table("docs")
         assert len(docs) == DOCS
@@ -321,6 +309,223 @@ def test_a_long_reader_pins_only_what_it_sees_and_a_killed_one_stops_pinning(
                 if p.is_alive():
                     p.kill()
                 p.join(10)
+    report = check(str(tmp_path))
+    assert report.ok, str(report)
+
+
+# -- how a pass spends space (checkpoint.py K5-K7, vacuum.py A6) ---------------------
+
+
+def test_a_pass_is_sized_to_rewrite_its_share_of_the_pages(tmp_path: Path) -> None:
+    """A6: Pace converges to the work at which a pass frees PASS_SHARE of the
+    pages in use, whatever the table's size; it stays within its bounds."""
+
+    def converge(in_use: int) -> tuple[float, float]:
+        pace = vacuum.Pace()
+        for _ in range(12):  # k random updates over n leaves rewrite 1 - e^(-k/n) of them
+            frames = pace.factor * vacuum.VACUUM_FRAMES
+            pace.learn(int(frames), round(in_use * (1 - math.exp(-frames / in_use))), in_use)
+        frames = pace.factor * vacuum.VACUUM_FRAMES
+        return pace.factor, 1 - math.exp(-frames / in_use)
+
+    for in_use in (680, 2700):  # the vacuum benchmark's 10,000 and 40,000 documents
+        factor, share = converge(in_use)
+        assert abs(share - vacuum.PASS_SHARE) < 0.02, (in_use, factor, share)
+    assert converge(100_000)[0] == 1.0  # a big table: a full pass rewrites little
+    assert converge(20)[0] == vacuum.MIN_PACE  # a tiny one: no pass under the floor
+    pace = vacuum.Pace()
+    pace.learn(0, 500, 680)  # a pass that only pruned says nothing
+    pace.learn(1000, 0, 0)
+    assert pace.factor == 1.0
+    pace.learn(1000, 680, 680)
+    assert pace.factor < 0.5
+    low = pace.factor
+    pace.learn(100, 10, 680, pinned=True)  # a long reader: back to whole passes
+    assert pace.factor == 2 * low
+    for _ in range(5):
+        pace.learn(100, 10, 680, pinned=True)
+    assert pace.factor == 1.0
+
+
+def test_a_fold_that_rewrites_most_of_a_table_rebuilds_it_around_a_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K6: the rebuilt tree holds what the puts would have left: every record's
+    new chain, the untouched ones as they were, deletes gone, a pinned reader's
+    versions kept; the index trees and vacuum lists agree (mvcc.check)."""
+    rebuilt: list[bool] = []
+    real = checkpoint_module._rebuilds
+
+    def spy(*args: Any) -> bool:
+        rebuilt.append(real(*args))
+        return rebuilt[-1]
+
+    monkeypatch.setattr(checkpoint_module, "_rebuilds", spy)
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        t = db.table("t", indexes=["v"])
+        t.insert_many([{"_id": i, "v": 0, "pad": "p" * 200} for i in range(1000)])
+        db.vacuum()
+        mine, theirs = CTX.Pipe()
+        reader = CTX.Process(target=_long_reader, args=(str(tmp_path), theirs))
+        reader.start()
+        try:
+            assert _recv(mine) == [0] * 1000
+            model = {i: 0 for i in range(1000)}
+            with db.transaction():
+                for i in range(0, 1000, 4):  # 3 in 4 records change
+                    t.update(i, {"v": 1})
+                    t.update(i + 1, {"v": 2})
+                    t.delete(i + 2)
+                    model[i], model[i + 1] = 1, 2
+                    del model[i + 2]
+                for i in range(1000, 1100):  # and new ones arrive
+                    t.insert({"_id": i, "v": 3})
+                    model[i] = 3
+            rebuilt.clear()
+            db.vacuum()
+            assert rebuilt[-1]
+            assert {d["_id"]: d["v"] for d in t} == model
+            assert sorted(d["_id"] for d in t.find(mvcc.where("v") == 2)) == list(range(1, 1000, 4))
+            mine.send("read")
+            assert _recv(mine) == [0] * 1000  # the reader's versions were kept
+            # v=0 under each update, v=0 and the tombstone of each delete
+            assert db.stats()["oldest_snapshot"]["retains_versions"] == 500 + 2 * 250
+            report = check(str(tmp_path))
+            assert report.ok, str(report)
+            mine.send("end")
+            assert _recv(mine) == "ended"
+            mine.send("exit")
+            reader.join(30)
+            assert db.vacuum().pruned == 500 + 2 * 250  # the vacuum lists' 750 chains
+            assert db.stats()["versions"]["dead"] == 0
+            assert {d["_id"]: d["v"] for d in t} == model
+        finally:
+            if reader.is_alive():
+                reader.kill()
+            reader.join(10)
+    report = check(str(tmp_path))
+    assert report.ok, str(report)
+
+
+def test_a_pass_holds_back_the_frames_past_a_reader_and_folds_them_next(
+    tmp_path: Path,
+) -> None:
+    """K7: with a snapshot among the new frames, the vacuum process's pass folds
+    up to it (the versions after it would go into chains next to the one before
+    it); the next pass, the reader now behind its start, folds the rest."""
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        t = db.table("t")
+        t.insert_many([{"_id": i, "v": 0} for i in range(20)])
+        db.vacuum()
+        for i in range(20):
+            t.put(i, {"v": 1})
+        mine, theirs = CTX.Pipe()
+        reader = CTX.Process(target=_long_reader, args=(str(tmp_path), theirs))
+        reader.start()
+        try:
+            assert _recv(mine) == [1] * 20
+            snapshot = db.stats()["oldest_snapshot"]["ts"]
+            for i in range(20):
+                t.put(i, {"v": 2})
+            held = checkpoint_module.checkpoint(db, wait=True, background=True)
+            assert held is not None and held.ts == snapshot and held.frames == 20
+            assert db.stats()["versions"]["dead"] == 0  # one version a chain
+            assert [d["v"] for d in t] == [2] * 20
+            rest = checkpoint_module.checkpoint(db, wait=True, background=True)
+            assert rest is not None and rest.ts == db.state.read().commit_ts
+            assert rest.frames == 20 and db.stats()["versions"]["dead"] == 20
+            mine.send("read")
+            assert _recv(mine) == [1] * 20
+        finally:
+            reader.kill()
+            reader.join(10)
+    report = check(str(tmp_path))
+    assert report.ok, str(report)
+
+
+def test_a_fold_waits_a_moment_for_the_readers_of_the_previous_generation(
+    tmp_path: Path,
+) -> None:
+    """K5: the pages the last checkpoint freed are reusable once the transactions
+    that began before it end, within milliseconds: the fold asks again for up
+    to SETTLE seconds.  A reader older than YOUNG seconds is a long one: no wait."""
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        t = db.table("t")
+        t.put(1, {"v": 0})
+        db.vacuum()
+
+        def pin() -> tuple[int, int]:
+            state = db.state.read()
+            return db.registry.pin(lambda: (state.durable_ts, state.checkpoint_gen))
+
+        def ask() -> tuple[int, int, float]:
+            state, meta = db.state.read(), db.pages.read_meta()
+            began = time.monotonic()
+            gen = checkpoint_module._later(db, state, meta, checkpoint_module.SETTLE)()
+            return gen, meta.gen, time.monotonic() - began
+
+        pair = pin()
+        t.put(1, {"v": 1})
+        db.vacuum()  # the pinned gen is now the previous one
+        timer = threading.Timer(0.01, db.registry.unpin, args=(pair,))
+        timer.start()
+        gen, now, waited = ask()
+        timer.join()
+        assert gen == now and 0.005 < waited < checkpoint_module.SETTLE + 0.5
+        # A checkpointer died before publishing its generation: new transactions
+        # pin the one before until a pass publishes it, so no wait for them.
+        pair = pin()
+        t.put(1, {"v": 2})
+        db.vacuum()
+        meta = db.pages.read_meta()
+        stale = db.state.read()._replace(checkpoint_gen=meta.gen - 1)
+        began = time.monotonic()
+        assert checkpoint_module._later(db, stale, meta, checkpoint_module.SETTLE)() == meta.gen - 1
+        assert time.monotonic() - began < checkpoint_module.SETTLE / 2
+        db.registry.unpin(pair)
+        pair = pin()
+        t.put(1, {"v": 3})
+        db.vacuum()
+        time.sleep(checkpoint_module.YOUNG + 0.05)
+        gen, now, waited = ask()
+        assert gen == now - 1 and waited < checkpoint_module.SETTLE / 2
+        db.registry.unpin(pair)
+
+
+def test_transactions_begin_while_the_state_lags_a_checkpoint_that_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K8: two checkpoints die between writing the page file and publishing it
+    (the crash test's kills land there too).  A transaction beginning then pins
+    the generation the shared state still publishes, which the horizon never
+    passes, so it begins at once instead of retrying until a checkpoint
+    publishes (before the fix it spun, its retry list growing without bound)."""
+
+    class Died(Exception):
+        pass
+
+    def die(*_args: Any) -> None:
+        raise Died
+
+    with mvcc.open(tmp_path, autovacuum=False) as db:
+        t = db.table("t")
+        t.put(1, {"v": 0})
+        db.vacuum()
+        monkeypatch.setattr(mvcc.Database, "_publish_checkpoint", die)
+        for v in (1, 2):  # the first leaves the state behind, the second computes
+            t.put(1, {"v": v})  # its horizon while it is
+            with pytest.raises(Died):
+                db.checkpoint()
+        assert db.state.read().checkpoint_gen < db.pages.read_meta().gen
+        assert db.registry.published_horizon()[1] <= db.state.read().checkpoint_gen
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.append(t.get(1)), daemon=True)
+        reader.start()
+        reader.join(10)
+        assert got == [{"_id": 1, "v": 2}], "a transaction could not begin"
+        monkeypatch.undo()
+        result = db.vacuum()  # publishes: the state catches up with the page file
+        assert db.state.read().checkpoint_gen == result.gen == db.pages.read_meta().gen
     report = check(str(tmp_path))
     assert report.ok, str(report)
 
@@ -423,3 +628,45 @@ def test_killing_the_vacuum_process_at_random_moments_loses_nothing(tmp_path: Pa
         assert w_table.count(mvcc.where("n") >= 0) == sum(1 for n in acked.values() if n != -1)
     report = check(str(tmp_path))
     assert report.ok, str(report)
+
+
+def _stalled_vacuum(path: str, ready: Connection, stop: Connection) -> None:
+    """Hold the vacuum lock and never run a pass: a vacuum that cannot keep up."""
+    with mvcc.open(path, autovacuum=False) as db:
+        db.locks.vacuum.acquire(10)
+        ready.send("holding")
+        stop.poll(120)
+
+
+def test_writers_checkpoint_themselves_when_the_wal_outgrows_the_page_file(
+    tmp_path: Path,
+) -> None:
+    """checkpoint.py K9: with a vacuum process that serves but does no pass, the
+    committers' own checkpoints keep the WAL near max(page file, BACKLOG_FLOOR);
+    without K9 it would hold all 12 MiB written (the hard inline threshold is
+    far above it)."""
+    path = str(tmp_path / "db")
+    with mvcc.open(path, autovacuum=False) as db:
+        db.table("t")
+    ready_r, ready_w = CTX.Pipe(duplex=False)
+    stop_r, stop_w = CTX.Pipe(duplex=False)
+    holder = CTX.Process(target=_stalled_vacuum, args=(path, ready_w, stop_r), daemon=True)
+    holder.start()
+    try:
+        assert _recv(ready_r) == "holding"
+        with mvcc.open(path) as db:  # autovacuum on: it finds the lock held, starts none
+            t = db.table("t")
+            pad = "x" * 20_000
+            most = 0
+            for i in range(600):  # 600 x 20 KB rewrites of 100 records: ~12 MiB of WAL
+                t.put(i % 100, {"pad": pad, "i": i})
+                most = max(most, db.stats()["wal"]["bytes"] if i % 50 == 49 else 0)
+            stats = db.stats()
+        assert stats["vacuum"]["passes"] == 0  # the stalled vacuum did nothing
+        floor = checkpoint_module.BACKLOG_FLOOR
+        assert most <= floor + 2 * stats["page_file_bytes"] + 2**20, (most, stats)
+    finally:
+        stop_w.send("stop")
+        holder.join(30)
+        if holder.is_alive():
+            holder.kill()

@@ -134,6 +134,52 @@ def test_one_write_at_a_time(make_pagefile) -> None:
     pf.begin().abort()
 
 
+def test_a_write_reuses_pages_only_past_the_horizon_it_was_given_late(make_pagefile) -> None:
+    """WriteTxn.release: a horizon learnt after `begin` makes ready what it allows
+    (freelist F2), never more than the base generation (P1)."""
+    pf = make_pagefile()
+    with pf.begin() as txn:  # gen 1: a tree of several leaves
+        tree = txn.tree(b"t", create=True)
+        for i in range(200):
+            tree.put(b"%04d" % i, os.urandom(100))
+    with pf.begin() as txn:  # gen 2 rewrites every leaf: gen 1's pages are freed at 2
+        tree = txn.tree(b"t")
+        for i in range(200):
+            tree.put(b"%04d" % i, os.urandom(100))
+    freed = set(pf.freelist(pf.meta).pending[2])
+    assert pf.free_pages() == len(pf.freelist(pf.meta)) >= len(freed) > 0
+
+    def rewrite(late: int | None) -> set[int]:
+        """Pages a gen-3 write of every leaf took, begun at horizon 1."""
+        txn = pf.begin(horizon=1)  # a reader still holds gen 1
+        tree = txn.tree(b"t")
+        for i in range(200):
+            tree.put(b"%04d" % i, os.urandom(100))
+        if late is not None:
+            txn.release(late)
+        txn.commit()
+        snap = pf.snapshot()
+        root = snap.tree(b"t").root
+        assert root is not None
+        stack, taken = [pf.node(*root)], set()
+        while stack:
+            node = stack.pop()
+            taken.add(node.pgno)
+            if node.kids is not None:
+                stack.extend(pf.node(k, g) for k, g in zip(node.kids, node.gens))
+        return taken
+
+    grown = pf.meta.npages
+    assert not rewrite(None) & freed  # gen 1's pages stay: its reader may read them
+    assert pf.meta.npages > grown
+    grown = pf.meta.npages
+    pending = pf.freelist(pf.meta).pending
+    assert set(pending) == {2, 3}
+    freed = set(pending[2]) | set(pending[3])
+    taken = rewrite(10**9)  # the reader ended: up to the base gen 3, all reusable
+    assert taken & freed and pf.meta.npages <= grown
+
+
 def test_failed_commit_poisons_the_page_file() -> None:
     """An I/O error in commit is final until reopen (pager.c's ERROR state)."""
 

@@ -435,6 +435,41 @@ def test_missing_segment_then_recovery_truncates_and_continues(tmp_path: Path) -
     assert again[: len(got)] == got and reader.stopped.clean
 
 
+def test_a_reader_overtaken_by_a_checkpoint_finds_its_segment_missing_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(I7) A checkpoint in another process deletes the segment a reader is about to
+    open, between the reader's look at the directory and its open: the read ends
+    with "segment 1 missing" (the reader is behind the checkpoint and resumes
+    from it), and no empty segment file comes back (the default device creates
+    a missing file unless told not to)."""
+    writer, frames = _three_segment_log(tmp_path / "wal")
+    writer.close()
+    behind = frames[0].start  # segment 1, never opened by the reader below
+    checkpoint = next(f.start for f in frames if f.start.segment == 2)
+    reader = WAL(tmp_path / "wal", segment_size=1200)
+    other = WAL(tmp_path / "wal", segment_size=1200)  # the checkpointing process
+    victim = seg_path(reader, 1)
+    real_exists = os.path.exists
+
+    def checkpoint_lands_after_the_look(path: Any) -> bool:
+        found = real_exists(path)
+        if found and os.fspath(path) == victim:
+            assert other.delete_before(2) == [1]
+        return found
+
+    monkeypatch.setattr(os.path, "exists", checkpoint_lands_after_the_look)
+    got, log = read_all(reader, behind)
+    reader.sync(frames[0].end)  # covered by the checkpoint: nothing to do
+    monkeypatch.undo()
+    assert got == [] and log.stopped == LogEnd(1, 0, "segment 1 missing")
+    assert log.stopped.missing and not log.stopped.clean
+    assert not real_exists(victim) and reader.segments()[0] == 2
+    rest, log = read_all(reader, checkpoint)  # resume from the checkpoint
+    assert rest == [f for f in frames if f.start.segment >= 2] and log.stopped.clean
+    other.close()
+
+
 def test_stale_segment_from_a_crashed_rotation_is_replaced(tmp_path: Path) -> None:
     wal = WAL(tmp_path / "wal", segment_size=500)
     pos = wal.append(wal.start(), [b"a" * 300])
