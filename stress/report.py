@@ -75,7 +75,7 @@ class Summary:
                     self.unique_violations += 1
                 else:
                     self.errors.append(f"{event['id']}: {event.get('error')}")
-            elif kind == "open" and not event["id"].endswith(".0"):
+            elif kind == "open" and event["id"].rsplit(".", 1)[1] != "0":  # a restart
                 self.opens.append(event["dt"])
 
     def space(self, stats: dict[str, Any]) -> int:
