@@ -610,6 +610,21 @@ class Database:
             if value is not MISSING and value is not None:
                 yield key, value
 
+    def _count(self, tid: int, snapshot: int, view: PageView) -> int:
+        """How many records `snapshot` sees in the table, none of them decoded: the
+        view's head count (versions.py V8) corrected for each memtable key with a
+        version in (floor, S], by what that version and the view's head say of
+        the record.  Needs view.ts <= snapshot (the heads are what S sees)."""
+        memtable, floor = self.memtable, view.ts
+        with self._latch:  # as in _scan
+            mine = list(memtable.keys(tid))
+        total = view.live(tid)
+        for key in mine:
+            value = memtable.version(tid, key, snapshot, floor)
+            if value is not MISSING:
+                total += (value is not None) - (view.read(tid, key, floor) is not None)
+        return total
+
     # -- indexes (mvcc/index.py) ---------------------------------------------------
 
     def _index_entries(

@@ -7,12 +7,13 @@ not coming back, which process's snapshot holds it (PostgreSQL makes its users
 hunt for that in pg_stat_activity; here it is one field).
 
 Invariants
-(S1) No document is decoded: a table's record count is `Table.count()` at
-     the snapshot (one pass over its records' chains, documents left
-     packed), the page file's key counts read only leaf key lists
-     (`BTree.count`), and only the chains the vacuum lists name are decoded
-     for the dead versions (versions.py V6).  So the cost grows with the
-     number of records and of dead versions, not with the documents' size.
+(S1) No record is read for being a record: a table's count is
+     `Table.count()` at the snapshot, which reads the tree's leaf key lists
+     (`BTree.count`), the chains the vacuum list names, and the memtable's
+     keys (versions.py V8); the dead versions are counted from the same
+     listed chains (V6).  So the cost grows with the number of dead versions
+     and of commits since the checkpoint, not with the table's size: about
+     1 ms at 50,000 records (150-270 ms when it scanned).
 (S2) Everything page-file side is read from one pinned generation (a
      readonly transaction), so the figures are consistent with each other
      and no page is reused under the reader.
@@ -73,15 +74,12 @@ def _versions(
         table = snap.tree(tree_name(tid))
         if table is None:
             continue
-        keys = table.count()
         listed = snap.tree(vacuum_tree_name(tid))
-        tombstones = 0
         for entry, _empty in () if listed is None else listed.cursor():
             data = table.get(entry[8:])
             if data is None:
                 continue
             chain = decode_chain(data, db.pages.name)
-            tombstones += chain[0][1] is None
             dead = chain[1:] if chain[0][1] is not None else chain
             out["dead"] += len(dead)
             out["dead_bytes"] += sum(len(doc or b"") for _ts, doc in dead)
@@ -91,7 +89,7 @@ def _versions(
                 alone = kept_for_oldest[len(kept_otherwise) :]
                 out["retained"] += len(alone)
                 out["retained_bytes"] += sum(len(doc or b"") for _ts, doc in alone)
-        out["live"] += keys - tombstones
+        out["live"] += view.live(tid)  # versions.py V8
     return out
 
 

@@ -62,7 +62,7 @@ from .index import (
 )
 from .memtable import CATALOG, MISSING
 from .planner import Plan, order_key, plan
-from .query import Query, QueryLike, compile_query
+from .query import Everything, Query, QueryLike, compile_query
 from .result import Result
 from .schema import Schema
 from .transaction import sees_every_head
@@ -476,6 +476,8 @@ class Table:
         """How many records `query` matches (None: all)."""
         q = compile_query(query)
         with self._tx() as tx:
+            if isinstance(q, Everything):
+                return tx.count(self.tid)  # no record read (versions.py V8)
             return sum(1 for _doc in self._matches(tx, q, self._plan(tx, q), decode=False))
 
     def explain(

@@ -258,6 +258,23 @@ class Transaction:
             if last is not None:
                 yield rest, last
 
+    def count(self, tid: int) -> int:
+        """How many live records the table holds as this transaction sees it:
+        `len(list(scan(tid)))` without reading the records (versions.py V8),
+        recording the same read range under serializable."""
+        self._check_active()
+        view = self._view
+        if view.ts > self.snapshot:  # a newer generation serves: its heads are not S's
+            return sum(1 for _record in self.scan(tid))
+        if self.serializable:
+            self.ranges.append((tid, None, None))
+        total = self.db._count(tid, self.snapshot, view)
+        for (t, key), value in self.writes.items():
+            if t == tid:
+                before = self.db._read(tid, key, self.snapshot, view)
+                total += (value is not None) - (before is not None)
+        return total
+
     def index_entries(
         self,
         tid: int,

@@ -52,6 +52,13 @@ and not the whole table (PostgreSQL's visibility map, inverted).
      catalog row names the table id: once pruning has removed the last one (a
      dropped table no snapshot can see), the same fold drops both trees.
 
+(V8) Counting without reading: the records a snapshot at or above a
+     generation's ts sees in a table tree are its chains less those headed
+     by a delete, and V6 lists every one of those.  So `PageView.live` is the
+     tree's key count (`BTree.count`: leaf key lists only) less the listed
+     chains whose head is a delete: it reads the chains the vacuum list names
+     and no other, so it costs what the dead versions cost, not the table.
+
 `PageView` is one process's handle on one checkpoint generation: the page
 file's `Snapshot` plus a cache of opened trees.  A transaction keeps the view
 it began with, so a checkpoint that lands meanwhile changes nothing it reads
@@ -186,7 +193,7 @@ class PageView:
     before it that pruning kept, and nothing newer.
     """
 
-    __slots__ = ("_computed", "_trees", "gen", "snapshot", "ts", "where")
+    __slots__ = ("_computed", "_live", "_trees", "gen", "snapshot", "ts", "where")
 
     def __init__(self, snapshot: Snapshot | None, ts: int, where: str) -> None:
         self.snapshot = snapshot
@@ -196,6 +203,7 @@ class PageView:
         self._trees: dict[int | bytes, BTree | None] = {}
         # (tid, index id) -> sorted entries and (entry, value) pairs (V4, V5)
         self._computed: dict[tuple[int, int], tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
+        self._live: dict[int, int] = {}  # tid -> records at the head (V8)
 
     def tree(self, tid: int) -> BTree | None:
         try:
@@ -268,6 +276,22 @@ class PageView:
         except (ValueError, TypeError, IndexError):
             pass
         return visible(decode_chain(data, self.where), snapshot)  # raises the CorruptPage
+
+    def live(self, tid: int) -> int:
+        """How many records a snapshot at or above `ts` sees in this generation's
+        tree of the table (V8), cached: a generation never changes."""
+        count = self._live.get(tid)
+        if count is None:
+            tree = self.tree(tid)
+            count = 0 if tree is None else tree.count()
+            listed = None if self.snapshot is None else self.snapshot.tree(vacuum_tree_name(tid))
+            if tree is not None and listed is not None:
+                for entry, _empty in listed.cursor():
+                    data = tree.get(entry[8:])
+                    if data is not None and decode_chain(data, self.where)[0][1] is None:
+                        count -= 1
+            self._live[tid] = count
+        return count
 
     def newest_ts(self, tid: int, key: bytes) -> int:
         chain = self.chain(tid, key)
