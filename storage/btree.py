@@ -11,29 +11,40 @@ Invariants
 (B1) Keys within a node are strictly ascending; every key in child i of a
      branch is >= keys[i-1] and < keys[i] (the separators).
 (B2) All leaves are at the same depth.
-(B3) A branch has len(keys) + 1 children; it records each child's page number
-     and the generation that wrote it, and a child whose page header carries
-     another generation is a stale page: CorruptPage, never data.
+(B3) A branch has len(keys) + 1 children, at least two; it records each
+     child's page number and the generation that wrote it, and a child whose
+     page header carries another generation is a stale page: CorruptPage,
+     never data.
 (B4) A clean node (pgno != 0) is never mutated: it may be shared by the decoded
      page cache and by every snapshot that reaches it.
 (B5) A node's estimated encoded size is an upper bound of its real size, and a
      dirty node is split before it is spilled if the estimate exceeds the
      capacity, so every spilled node fits its page.
 (B6) A key is at most `max_key` bytes (capacity / 8: 504 for 4 KiB pages); a
-     value is at most MAX_VALUE_SIZE (16 MiB); a value whose leaf entry would take
-     more than a quarter of the capacity goes to an overflow run, so every leaf
-     holds at least four entries and every branch at least seven.
+     value is at most MAX_VALUE_SIZE (16 MiB).  A value stays in its leaf while
+     its entry costs (`_entry_cost`: key + value + two bin headers) at most
+     `max_inline` = (capacity - _NODE_COST) // 2, 2,008 B for 4 KiB pages (a
+     value of 1,998 B less its key); a larger one goes to an overflow run.  So
+     any two entries fit one leaf, and every branch holds at least seven.  This
+     bound is what splits need: a node over-full by one entry (at most capacity
+     + max_inline), or a merge of an underfull node with its sibling (under
+     1.25 x capacity), always has a cut whose halves both fit (`_cut`; a branch
+     entry, at most max_key + 23 B, is far inside the bound).  It is a writer's
+     policy: a reader takes inline and overflow values alike, so a file written
+     under the older quarter-capacity rule reads as before.
 
 Algorithm
 - get: from the root, bisect_right the separators at each branch, bisect_left
   at the leaf.  A warm get decodes nothing: nodes come from the store's cache.
 - put: descend making each node on the path dirty (copying clean ones and
   freeing their pages), insert into the leaf, then split upwards while a node is
-  over capacity; a split root grows the tree by one level.
+  over capacity, each at the cut nearest half its size where both halves fit
+  (B6); a split root grows the tree by one level.
 - delete: descend as for put, remove, then walk up merging a node under a
   quarter of the capacity with a sibling (or redistributing when the two do not
   fit one page); a root branch with one child is replaced by that child.
-- bulk_load: sorted input packed into leaves at ~90% fill, then branches, bottom-up.
+- bulk_load: sorted input packed into leaves at ~90% fill (but at least two
+  entries each), then branches, bottom-up.
 - cursor: a stack of (branch, index) pairs walked forwards or backwards.
 """
 
@@ -140,6 +151,24 @@ def _entry_cost(key: bytes, value: Any) -> int:
     return len(key) + _BIN + (len(value) + _BIN if value.__class__ is bytes else _REF_COST)
 
 
+def _cut(costs: list[int], budget: int) -> int:
+    """Where to cut a node's entries in two (the left keeps costs[:m], 1 <= m < n):
+    at the first entry that brings the left to half the total, or just before
+    it if the left would then exceed `budget`.
+
+    Both parts fit `budget` whenever sum(costs) <= 2 * budget - max(costs): the
+    prefix sums climb in steps of at most max(costs), so one lands in
+    [total - budget, budget], and the cut above finds it (B6 keeps every split
+    within that bound)."""
+    total = sum(costs)
+    acc = 0
+    for m in range(1, len(costs)):
+        acc += costs[m - 1]
+        if 2 * acc >= total:
+            return m - 1 if acc > budget else m
+    return len(costs) - 1
+
+
 class BTree:
     """One tree: read-only over a NodeStore, or writable inside a write (a WritableStore).
 
@@ -172,7 +201,11 @@ class BTree:
         self._dirty = False
         self.capacity = store.page_size - CAPACITY_SLACK
         self.max_key = max_key_size(store.page_size)
-        self.max_inline = self.capacity // 4
+        # Half a node's room (B6), as LMDB's node limit (half a page, from
+        # MDB_MINKEYS = 2).  Not SQLite's table-leaf limit (nearly a page): it
+        # needs a balance over three siblings where a two-way split will not
+        # do; nor its spilling of only a payload's tail, a new reference form.
+        self.max_inline = (self.capacity - _NODE_COST) // 2
 
     # -- reading -------------------------------------------------------------
 
@@ -486,36 +519,28 @@ class BTree:
                 stack.extend(zip(node.kids, node.gens))
 
     def _split(self, node: Node) -> tuple[Node, bytes]:
-        """Cut an over-full node in two by size; `node` keeps the left half."""
+        """Cut an over-full node in two by size; `node` keeps the left half (B6)."""
         gen = self._w().gen
+        budget = self.capacity - _NODE_COST
+        keys = node.keys
         if node.kids is None:
-            vals = node.vals
-            assert vals is not None
-            half = node.size // 2
-            acc = _NODE_COST
-            m = 0
-            # At least one entry on each side (B6 guarantees both halves fit).
-            while m < len(node.keys) - 1:
-                acc += _entry_cost(node.keys[m], vals[m])
-                m += 1
-                if acc >= half:
-                    break
-            right = Node(node.keys[m:], vals=vals[m:], gen=gen)
-            del node.keys[m:]
-            del vals[m:]
+            m = _cut([_entry_cost(k, v) for k, v in zip(keys, node.vals)], budget)
+            right = Node(keys[m:], vals=node.vals[m:], gen=gen)
+            del keys[m:]
+            del node.vals[m:]
             sep = right.keys[0]
         else:
-            m = len(node.keys) // 2
-            sep = node.keys[m]
-            right = Node(
-                node.keys[m + 1 :],
-                kids=node.kids[m + 1 :],
-                gens=node.gens[m + 1 :],
-                gen=gen,
-            )
-            del node.keys[m:]
-            del node.kids[m + 1 :]
-            del node.gens[m + 1 :]
+            # Entry 0 is the first child; entry i is separator i - 1 with child i,
+            # and the right half's first separator moves up.  By size, not count:
+            # keys run from 0 to max_key bytes, so half the keys can be most of
+            # the bytes.
+            costs = [_KID_COST] + [len(k) + _BIN + _KID_COST for k in keys]
+            m = _cut(costs, budget)
+            sep = keys[m - 1]
+            right = Node(keys[m:], kids=node.kids[m:], gens=node.gens[m:], gen=gen)
+            del keys[m - 1 :]
+            del node.kids[m:]
+            del node.gens[m:]
         node.size = node.estimate()
         right.size = right.estimate()
         return right, sep
@@ -597,7 +622,11 @@ class BTree:
             prev = key
             stored = self._store_value(key, value)
             cost = _entry_cost(key, stored)
-            if leaf.keys and size + cost > fill:
+            # A leaf closes at the fill target only once it holds two entries
+            # (two always fit, B6): closing at one would give each entry over
+            # 45% of a page a half-empty page of its own, for headroom that one
+            # more entry of its size could not use without a split anyway.
+            if len(leaf.keys) > 1 and size + cost > fill:
                 leaf.size = size
                 level.append((leaf.keys[0], leaf))
                 leaf = Node([], vals=[], gen=w.gen)
@@ -636,6 +665,16 @@ class BTree:
             node.kids.append(kid)
             node.gens.append(gen)
             size += cost
+        if len(node.kids) == 1:
+            # A branch has two children (B3): the last takes the previous
+            # one's last child, which closed full and keeps at least five.
+            prev = out[-1][1]
+            node.keys.insert(0, node_first)
+            node.kids.insert(0, prev.kids.pop())
+            node.gens.insert(0, prev.gens.pop())
+            node_first = prev.keys.pop()
+            prev.size = prev.estimate()
+            size = node.estimate()
         node.size = size
         out.append((node_first, node))
         return out

@@ -12,10 +12,11 @@ documents of about --doc-bytes packed (msgpack; default DOC_BYTES = 1,000):
 ``{"id": i, "name": f"user{i}", "age": i % 90, "email": f"user{i}@example.com",
 "n": 0, "body": <base64 characters of SHAKE-128(i), as many as make the size>}``
 (the body does not compress, and document i can be rebuilt from i alone).
-At 4 KiB pages a leaf entry over a quarter of the page goes to an overflow
-page of its own (storage/btree.py B6): a 1,000 B document does, a 900 B one
-stays in its leaf, so --doc-bytes 900 measures the same volume in about a
-quarter of the pages.  Document i goes to
+At 4 KiB pages a leaf entry over half a node's room (2,008 B) goes to an
+overflow run of its own (storage/btree.py B6): a 2,500 B document does, a
+1,000 B or 1,500 B one stays in its leaf (under the earlier quarter-page
+bound a 1,000 B document did not, and took 2.7 times the pages of a 900 B
+one).  Document i goes to
 table TABLES[i % 3]: ``users`` (indexed on ``age``), ``orders``, ``events``,
 all with ``primary_key="id"``.  The same documents go to both engines:
 

@@ -69,7 +69,9 @@ def _build(path: Path) -> Built:
                 for i in range(60)
             ]
         )
-        items.insert_many([{"n": i, "pad": "x" * (i * 40)} for i in range(40)])
+        items.insert_many(
+            [{"n": i, "pad": "x" * (i * 80)} for i in range(40)]
+        )  # up to 3 KB: the larger ones overflow (btree.py B6)
         gone.insert_many([{"n": i} for i in range(5)])
         db.checkpoint()
         with reader.transaction(readonly=True):

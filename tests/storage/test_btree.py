@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from storage.btree import Node
 from storage.check import check_pagefile
 from storage.errors import StorageError, TooLarge
 from storage.pagefile import PageFile
@@ -25,7 +27,8 @@ SMALL_KEYS = st.sampled_from([bytes([c]) * n for c in b"abcdefgh" for n in (1, 2
 VALUES = st.one_of(
     st.binary(max_size=40),
     st.binary(min_size=300, max_size=900),
-    st.integers(1500, 20000).map(lambda n: os.urandom(n)),  # overflow runs
+    st.binary(min_size=1800, max_size=1990),  # inline, two to a leaf (B6)
+    st.integers(2100, 20000).map(lambda n: os.urandom(n)),  # overflow runs
 )
 
 
@@ -265,3 +268,215 @@ def test_space_is_reused_and_file_shrinks(make_pagefile) -> None:
         txn.tree(b"u").put(b"a", b"c")
     assert pf.meta.npages < 10
     assert pf.device.size() == pf.meta.npages * pf.page_size
+
+
+# -- the inline bound (B6) --------------------------------------------------------
+
+# A 4 KiB page's node capacity is 4,032 B; a node costs 16 B of its own, and an
+# entry whose cost (key + value + 10) is at most half of the rest stays inline.
+INLINE_4K = (4032 - 16) // 2
+
+
+def _nodes(pf: PageFile, root: tuple[int, int]) -> Iterator[tuple[Node, int]]:
+    """(node, depth) for every node of a committed tree."""
+    stack = [(root, 0)]
+    while stack:
+        (pgno, gen), depth = stack.pop()
+        node = pf.node(pgno, gen)
+        yield node, depth
+        if node.kids is not None:
+            stack.extend(((k, g), depth + 1) for k, g in zip(node.kids, node.gens))
+
+
+def _assert_shape(pf: PageFile, *, inline_rule: bool = True) -> list[Node]:
+    """Every node of tree b"t" fits its page (B5), every branch has two
+    children, all leaves are at one depth (B2), and (with `inline_rule`) a value
+    is inline exactly when its entry costs at most INLINE_4K (B6).  Returns the
+    leaves, in no particular order."""
+    tree = pf.snapshot().tree(b"t")
+    if tree is None or tree.root is None:
+        return []
+    leaves, depths = [], set()
+    for node, depth in _nodes(pf, tree.root):
+        assert node.estimate() <= tree.capacity, node
+        if node.kids is not None:
+            assert len(node.kids) >= 2, node
+            continue
+        leaves.append(node)
+        depths.add(depth)
+        for k, v in zip(node.keys, node.vals):
+            size = len(v) if type(v) is bytes else v[3]  # a reference ends with the length
+            if inline_rule:
+                assert (type(v) is bytes) == (len(k) + size + 10 <= INLINE_4K), (len(k), size)
+    assert len(depths) == 1, depths
+    return leaves
+
+
+def _value(key: bytes, cost: int) -> bytes:
+    """A value whose entry under `key` costs exactly `cost`."""
+    return os.urandom(cost - len(key) - 10)
+
+
+def test_inline_bound(make_pagefile) -> None:
+    """An entry of INLINE_4K stays in its leaf, one byte more goes to an
+    overflow run, and two entries at the bound share one leaf."""
+    pf = make_pagefile()
+    at, over = _value(b"a", INLINE_4K), _value(b"b", INLINE_4K + 1)
+    with pf.begin() as txn:
+        tree = txn.tree(b"t", create=True)
+        tree.put(b"a", at)
+        tree.put(b"b", over)
+    (leaf,) = _assert_shape(pf)
+    assert leaf.keys == [b"a", b"b"] and leaf.vals[0] == at and type(leaf.vals[1]) is list
+    with pf.begin() as txn:
+        tree = txn.tree(b"t")
+        tree.put(b"b", _value(b"b", INLINE_4K))
+    (leaf,) = _assert_shape(pf)  # two entries at the bound fill a page exactly
+    assert [type(v) for v in leaf.vals] == [bytes, bytes]
+    with pf.begin() as txn:
+        txn.tree(b"t").put(b"c", _value(b"c", INLINE_4K))
+    assert len(_assert_shape(pf)) == 2
+    assert pf.snapshot().tree(b"t").get(b"a") == at
+
+
+def test_a_full_leaf_splits_around_a_largest_entry(make_pagefile) -> None:
+    """A leaf full of small entries takes a largest one just before its middle:
+    the cut that halves the size would leave the left over capacity, so the
+    split cuts before the large entry (B6, `_cut`)."""
+    pf = make_pagefile()
+    model = {b"%03d" % i: os.urandom(100) for i in range(35)}  # 16 + 35 * 113 <= 4,032
+    with pf.begin() as txn:
+        tree = txn.tree(b"t", create=True)
+        for key, value in model.items():
+            tree.put(key, value)
+    assert len(_assert_shape(pf)) == 1
+    model[b"023x"] = _value(b"023x", INLINE_4K)
+    with pf.begin() as txn:
+        txn.tree(b"t").put(b"023x", model[b"023x"])
+    leaves = sorted(_assert_shape(pf), key=lambda n: n.keys[0])
+    assert [len(n.keys) for n in leaves] == [24, 12]
+    assert dict(pf.snapshot().tree(b"t").items()) == model
+
+
+def test_a_branch_splits_by_size_not_count(make_pagefile) -> None:
+    """A branch of 8 separators of max_key bytes and 11 of 3 bytes is over
+    capacity; cutting it at half its keys left 8 long ones (4,276 B) in one
+    node, which then could not be written."""
+    pf = make_pagefile()
+    model = {}
+    with pf.begin() as txn:
+        tree = txn.tree(b"t", create=True)
+        for i in range(32):
+            model[b"b%02d" % i] = b"v" * 990
+        for j in range(26):
+            model[b"a" + j.to_bytes(2, "big") + b"x" * 501] = b"w" * 490
+        for key, value in model.items():
+            tree.put(key, value)
+    _assert_shape(pf)
+    assert dict(pf.snapshot().tree(b"t").items()) == model
+
+
+def test_bulk_load_of_half_page_values(make_pagefile) -> None:
+    """Entries at the bound load two to a leaf, inline; so do entries too
+    large for two under the fill target (2 x 1,900 B); puts then split them."""
+    pf = make_pagefile()
+    for cost in (INLINE_4K, 1900):
+        model = {b"%05d" % i: _value(b"%05d" % i, cost) for i in range(301)}
+        with pf.begin() as txn:
+            tree = txn.tree(b"t", create=True)
+            tree.clear()
+            assert tree.bulk_load(sorted(model.items())) == len(model)
+        leaves = _assert_shape(pf)
+        assert sorted(len(n.keys) for n in leaves) == [1] + [2] * 150
+        with pf.begin() as txn:
+            tree = txn.tree(b"t")
+            for i in range(0, 301, 7):
+                model[b"%05da" % i] = _value(b"%05da" % i, cost)
+                tree.put(b"%05da" % i, model[b"%05da" % i])
+        _assert_shape(pf)
+        assert dict(pf.snapshot().tree(b"t").items()) == model
+
+
+def test_bulk_load_gives_the_last_branch_two_children(make_pagefile) -> None:
+    """Leaves for one full branch and one more: the level's last branch took
+    that leaf alone, a branch of one child (B3); it now takes two."""
+    pf = make_pagefile()
+
+    def load(n: int) -> list[Node]:
+        with pf.begin() as txn:
+            tree = txn.tree(b"t", create=True)
+            tree.clear()
+            tree.bulk_load((b"%08d" % i, b"v" * 100) for i in range(n))
+        return _assert_shape(pf)
+
+    leaves = load(10_000)
+    per_leaf = max(len(n.keys) for n in leaves)
+    fanout = max(len(n.kids) for n, _d in _nodes(pf, pf.snapshot().tree(b"t").root) if n.kids)
+    assert len(load(per_leaf * fanout + 1)) == fanout + 1
+    assert pf.snapshot().tree(b"t").count() == per_leaf * fanout + 1
+
+
+def test_overflow_values_of_the_quarter_rule_still_read(make_pagefile) -> None:
+    """A file whose mid-sized values went to overflow runs (the rule before
+    B6 took half a page) reads, and a rewrite brings each value inline."""
+    pf = make_pagefile()
+    model = {b"%04d" % i: os.urandom(1200 + i) for i in range(40)}
+    with pf.begin() as txn:
+        tree = txn.tree(b"t", create=True)
+        tree.max_inline = tree.capacity // 4  # the old writer's policy
+        for key, value in model.items():
+            tree.put(key, value)
+    leaves = [n for n, _d in _nodes(pf, pf.snapshot().tree(b"t").root) if n.kids is None]
+    assert all(type(v) is list for n in leaves for v in n.vals)
+    assert dict(pf.snapshot().tree(b"t").items()) == model
+    keys = list(model)
+    rewritten = set(keys[::2])
+    with pf.begin() as txn:
+        tree = txn.tree(b"t")
+        for key in rewritten:
+            tree.put(key, model[key])
+        for key in keys[1::4]:
+            assert tree.delete(key)
+            del model[key]
+    for leaf in _assert_shape(pf, inline_rule=False):
+        for k, v in zip(leaf.keys, leaf.vals):
+            assert (type(v) is bytes) == (k in rewritten), k
+    assert dict(pf.snapshot().tree(b"t").items()) == model
+
+
+NEAR_HALF = st.sampled_from([0, INLINE_4K, INLINE_4K + 1, 1900, 1500, 1030, 700])
+MIXED = st.one_of(
+    st.integers(0, 64),
+    st.integers(300, INLINE_4K + 8),
+    st.integers(INLINE_4K + 1, 13_000),  # overflow runs of one to four pages
+)
+
+
+@pytest.mark.parametrize("costs", [NEAR_HALF, MIXED], ids=["near-half", "mixed"])
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_random_puts_and_deletes_keep_the_shape(costs, data: st.DataObject) -> None:
+    """Puts and deletes of large entries against a dict model, committed every
+    few steps: every node fits its page, all leaves are at one depth, every
+    branch has two children, and the tree reads as the model (B2, B3, B5, B6)."""
+    pf = PageFile.memory(cache_pages=64)
+    model: dict[bytes, bytes] = {}
+    long_keys = data.draw(st.booleans())  # separators up to max_key bytes
+    keys = st.integers(0, 80).map(
+        lambda i: b"%03d" % i + (b"k" * 480 if long_keys and i % 3 else b"")
+    )
+    for _ in range(data.draw(st.integers(1, 6))):
+        with pf.begin() as txn:
+            tree = txn.tree(b"t", create=True)
+            for _ in range(data.draw(st.integers(1, 60))):
+                key = data.draw(keys)
+                if model and data.draw(st.integers(0, 2)) == 0:
+                    assert tree.delete(key) == (key in model)
+                    model.pop(key, None)
+                else:
+                    model[key] = os.urandom(max(0, data.draw(costs) - len(key) - 10))
+                    tree.put(key, model[key])
+        _assert_shape(pf)
+        assert dict(pf.snapshot().tree(b"t").items()) == model
+    report = check_pagefile(pf)
+    assert report.ok, str(report)
