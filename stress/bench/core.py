@@ -69,6 +69,13 @@ FAIL into exit status 1)
 (F5) counters, 4 processes          >= 1.0 x sqlite3
 (F6) an empty readonly transaction  <= 20 µs
 
+F5 depends on the disk more than any other floor: sqlite3's increments are
+serial, one fsync each, while mvcc's four processes share syncs but pay
+~170-350 µs of Python CPU per increment.  Where an fdatasync costs less than
+that (the development VM: ~80 µs) sqlite3 is ahead; on a disk whose sync
+costs a few hundred µs mvcc is.  `stress/bench/slowsync.c` emulates such a
+disk for both engines at once (LD_PRELOAD; its header has the commands).
+
 ``--profile WHAT`` runs one mvcc workload under cProfile instead of the
 benchmark and prints where its time goes (the counters profile every worker
 and merge their statistics); docs/benchmarks.md records the findings.
