@@ -174,7 +174,7 @@ _HEADER = SEGMENT_HEADER.size
 _FH = FRAME_HEADER.size
 PREALLOCATE = 1024 * 1024  # zero-filled ahead of the frames (I8)
 _ZERO_HEADER = bytes(FRAME_HEADER.size)
-_CHUNK = 64 * 1024  # bytes read at a time while scanning; the first read of a tail is one pread
+_CHUNK = 64 * 1024  # bytes a scan reads at a time (fewer up to a bound); a tail: one pread
 _NAME = re.compile(r"^(\d{16})\.wal$")
 _ZERO_KEY_ID = bytes(8)
 _blake2b = hashlib.blake2b
@@ -765,6 +765,9 @@ class LogReader:
         self.position = pos
         self.stopped: LogEnd | None = None
         self._stop_ts = upto.next_ts if upto is not None else None
+        # Where `upto` ends, so a read in its segment stops there: a caller
+        # catching up with a few published frames copies those, not a chunk.
+        self._stop_at = (upto.segment, upto.offset) if upto is not None else (-1, 0)
 
     def __iter__(self) -> Iterator[Frame]:
         self.stopped = None
@@ -782,6 +785,15 @@ class LogReader:
             return
         data_flags = FRAME_FLAG_ENCRYPTED if seg.encrypted else 0
         off, chain, ts = pos.offset, pos.checksum, pos.next_ts
+        stop_segment, stop_offset = self._stop_at
+
+        def chunk(segment: int, at: int) -> int:
+            # At least a frame header: a bound that is not a frame boundary
+            # (never published, C1) costs a second read, not a wrong end.
+            if segment == stop_segment:
+                return min(_CHUNK, max(stop_offset - at, _FH))
+            return _CHUNK
+
         buf, base = b"", off  # buf holds the file's bytes from offset `base`
         while True:
             # 1. the caller's bound
@@ -791,7 +803,7 @@ class LogReader:
             # 2. a whole frame header, else the end of the file or a torn frame
             rel = off - base
             if rel + _FH > len(buf):
-                buf, base, rel = seg.device.read(off, _CHUNK), off, 0
+                buf, base, rel = seg.device.read(off, chunk(seg.number, off)), off, 0
                 if len(buf) < _FH:  # zeros: preallocated to the segment's end (I8)
                     reason = END_OF_FILE if not buf.strip(b"\0") else TORN_FRAME
                     break
@@ -817,7 +829,7 @@ class LogReader:
                 if off + total > seg.device.size():
                     reason = TORN_FRAME
                     break
-                buf, base, rel = seg.device.read(off, max(_CHUNK, total)), off, 0
+                buf, base, rel = seg.device.read(off, max(chunk(seg.number, off), total)), off, 0
                 if len(buf) < total:
                     reason = TORN_FRAME
                     break

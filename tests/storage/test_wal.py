@@ -7,6 +7,7 @@ Invariants cited as (In) are those of storage/wal.py.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -243,6 +244,39 @@ def test_tail_with_nothing_new_is_one_pread(
     calls.clear()
     assert list(reader) == []
     assert calls == ["read"]
+
+
+def test_a_bounded_read_reads_no_further_than_its_bound(tmp_path: Path) -> None:
+    """Catching up with published frames copies those bytes, not a whole chunk;
+    a bound that is not a frame boundary still reads whole frames."""
+    sizes: list[int] = []
+
+    class Counting(FileDevice):
+        def read(self, offset: int, size: int) -> bytes:
+            sizes.append(size)
+            return super().read(offset, size)
+
+    wal = WAL(tmp_path / "wal", device_factory=Counting)
+    first = wal.append(wal.start(), [b"a" * 50])
+    published = wal.append(first, [b"b" * 60, b"c" * 70])
+    wal.append(published, [b"ghost"])  # appended, not published
+    sizes.clear()
+    reader = wal.read(first, upto=published)
+    assert [f.payload for f in reader] == [b"b" * 60, b"c" * 70]
+    assert sizes == [published.offset - first.offset]
+    sizes.clear()
+    inside = dataclasses.replace(published, offset=first.offset + 10)  # mid-frame: never published
+    assert [f.payload for f in wal.read(first, upto=inside)] == [b"b" * 60, b"c" * 70]
+    assert min(sizes) >= FRAME_HEADER.size
+
+    small = WAL(tmp_path / "small", device_factory=Counting, segment_size=1024)
+    pos = small.start()
+    for _ in range(12):
+        pos = small.append(pos, [b"y" * 100])
+    assert len(small.segments()) > 1
+    sizes.clear()
+    assert len(list(small.read(small.start(), upto=pos))) == 12
+    assert sizes[-1] == pos.offset - HDR  # the bound's segment: read from its header to the bound
 
 
 def test_log_position_packs_to_32_bytes_and_pickles() -> None:
