@@ -789,7 +789,7 @@ class LogReader:
 
         def chunk(segment: int, at: int) -> int:
             # At least a frame header: a bound that is not a frame boundary
-            # (never published, C1) costs a second read, not a wrong end.
+            # (a published end always is one) costs more reads, never a wrong end.
             if segment == stop_segment:
                 return min(_CHUNK, max(stop_offset - at, _FH))
             return _CHUNK
