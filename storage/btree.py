@@ -25,7 +25,7 @@ Invariants
      its entry costs (`_entry_cost`: key + value + two bin headers) at most
      `max_inline` = (capacity - _NODE_COST) // 2, 2,008 B for 4 KiB pages (a
      value of 1,998 B less its key); a larger one goes to an overflow run.  So
-     any two entries fit one leaf, and every branch holds at least seven.  This
+     any two entries fit one leaf, and a branch has room for at least seven.  This
      bound is what splits need: a node over-full by one entry (at most capacity
      + max_inline), or a merge of an underfull node with its sibling (under
      1.25 x capacity), always has a cut whose halves both fit (`_cut`; a branch
@@ -43,8 +43,9 @@ Algorithm
 - delete: descend as for put, remove, then walk up merging a node under a
   quarter of the capacity with a sibling (or redistributing when the two do not
   fit one page); a root branch with one child is replaced by that child.
-- bulk_load: sorted input packed into leaves at ~90% fill (but at least two
-  entries each), then branches, bottom-up.
+- bulk_load: sorted input packed into leaves at ~90% fill (a leaf closes only
+  once it holds two entries, so only the last may hold one), then branches,
+  bottom-up.
 - cursor: a stack of (branch, index) pairs walked forwards or backwards.
 """
 
@@ -162,11 +163,16 @@ def _cut(costs: list[int], budget: int) -> int:
     within that bound)."""
     total = sum(costs)
     acc = 0
+    cut = len(costs) - 1
     for m in range(1, len(costs)):
         acc += costs[m - 1]
         if 2 * acc >= total:
-            return m - 1 if acc > budget else m
-    return len(costs) - 1
+            cut = m - 1 if acc > budget else m
+            break
+    # Outside the bound above a half could be empty (a branch would then move
+    # up a separator it does not have): fail loudly, never write such a node.
+    assert 0 < cut < len(costs), (costs, budget)
+    return cut
 
 
 class BTree:
@@ -593,6 +599,11 @@ class BTree:
                 parent.kids[li + 1] = right2
                 parent.keys[li] = sep2
             parent.size = parent.estimate()
+            if parent.size > self.capacity:
+                # The new separator may be longer than the one it replaced (up
+                # to max_key bytes more): split the parent as a put would (B5).
+                self._split_up(parent, path)
+                break
             node = parent
         root = self._root
         while root is not None and root.__class__ is Node:

@@ -11,8 +11,8 @@
  * (S2) Only the two sync calls are wrapped; nothing else of libc changes.
  *
  * Use (docs/benchmarks.md, "Counters and the disk's sync time"):
- *     gcc -O2 -shared -fPIC -o /tmp/slowsync.so stress/bench/slowsync.c -ldl
- *     SLOW_SYNC_US=300 LD_PRELOAD=/tmp/slowsync.so python -m stress.bench.core
+ *     gcc -O2 -shared -fPIC -o slowsync.so stress/bench/slowsync.c -ldl
+ *     SLOW_SYNC_US=300 LD_PRELOAD="$PWD/slowsync.so" python -m stress.bench.core
  * Spawned worker processes inherit the environment, so they are slowed too.
  * A benchmark aid only: never built or loaded by the package.
  */
@@ -21,29 +21,32 @@
 #include <stdlib.h>
 #include <time.h>
 
-static long delay_us = -1;
+static struct timespec pause_for = { 0, 1000 * 1000 };
+static int (*real_fdatasync)(int);
+static int (*real_fsync)(int);
 
-static void pause_before_sync(void)
+/* Read the setting and find the real calls once, when the library loads and
+ * before any thread can sync: no lazy set-up raced by two threads. */
+__attribute__((constructor)) static void set_up(void)
 {
-    if (delay_us < 0) {
-        const char *s = getenv("SLOW_SYNC_US");
-        delay_us = s ? atol(s) : 1000;
-    }
-    struct timespec t = { delay_us / 1000000, (delay_us % 1000000) * 1000 };
-    nanosleep(&t, NULL); /* an EINTR shortens the pause, never the sync (S1) */
+    const char *s = getenv("SLOW_SYNC_US");
+    long us = s ? atol(s) : 1000;
+    pause_for.tv_sec = us / 1000000;
+    pause_for.tv_nsec = (us % 1000000) * 1000;
+    real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
 }
 
-/* One wrapper per call, made by one macro: look the real call up once, pause,
- * then make it (S1). */
-#define SLOWED(name)                                                     \
-    int name(int fd)                                                     \
-    {                                                                    \
-        static int (*real)(int);                                         \
-        if (!real)                                                       \
-            real = (int (*)(int))dlsym(RTLD_NEXT, #name);                \
-        pause_before_sync();                                             \
-        return real(fd);                                                 \
-    }
+/* Pause, then make the real call (S1); an EINTR shortens the pause, never the
+ * sync. */
+int fdatasync(int fd)
+{
+    nanosleep(&pause_for, NULL);
+    return real_fdatasync(fd);
+}
 
-SLOWED(fdatasync)
-SLOWED(fsync)
+int fsync(int fd)
+{
+    nanosleep(&pause_for, NULL);
+    return real_fsync(fd);
+}

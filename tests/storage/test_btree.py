@@ -416,6 +416,36 @@ def test_bulk_load_gives_the_last_branch_two_children(make_pagefile) -> None:
     assert pf.snapshot().tree(b"t").count() == per_leaf * fanout + 1
 
 
+def test_a_merge_that_lengthens_a_separator_splits_the_parent(make_pagefile) -> None:
+    """A delete merges two leaves that do not fit one page and splits them
+    again: the new separator (504 B) replaces a 1-byte one, which took a root
+    of 3,747 B over capacity, and the next spill failed ("was not split")."""
+
+    def key(name: str) -> bytes:
+        return name.encode() + b"k" * (502 if len(name) == 2 else 0)
+
+    pf = make_pagefile()
+    model = {key(f"{c}{d}"): _value(key(f"{c}{d}"), 1800) for c in "ABCDEFG" for d in "01"}
+    model[b"Z"] = _value(b"Z", 900)
+    model[key("Z1")] = _value(key("Z1"), 1800)
+    with pf.begin() as txn:
+        txn.tree(b"t", create=True).bulk_load(sorted(model.items()))
+    for puts in ([("G2", 1800)], [("G2", 2008), ("G3", 1000), ("G4", 1000)]):
+        with pf.begin() as txn:
+            tree = txn.tree(b"t")
+            for name, cost in puts:
+                model[key(name)] = _value(key(name), cost)
+                tree.put(key(name), model[key(name)])
+    root = pf.node(*pf.snapshot().tree(b"t").root)
+    # The case: a nearly full root whose last separator is short.
+    assert root.estimate() > 3700 and len(root.keys[-1]) == 1
+    with pf.begin() as txn:
+        assert txn.tree(b"t").delete(key("Z1"))
+    del model[key("Z1")]
+    _assert_shape(pf)
+    assert dict(pf.snapshot().tree(b"t").items()) == model
+
+
 def test_overflow_values_of_the_quarter_rule_still_read(make_pagefile) -> None:
     """A file whose mid-sized values went to overflow runs (the rule before
     B6 took half a page) reads, and a rewrite brings each value inline."""
