@@ -356,13 +356,28 @@ class Table:
     # -- reads -------------------------------------------------------------------
 
     def get(self, pk: Any, default: Any = None) -> Any:
-        with self._tx() as tx:
-            packed = tx.read(self.tid, self._key(pk))
-            return default if packed is None else unpack_doc(packed)
+        packed = self._read_pk(pk)
+        return default if packed is None else unpack_doc(packed)
 
     def __contains__(self, pk: Any) -> bool:
-        with self._tx() as tx:
-            return tx.read(self.tid, self._key(pk)) is not None
+        return self._read_pk(pk) is not None
+
+    def _read_pk(self, pk: Any) -> bytes | None:
+        """The packed document under `pk` as the current transaction sees it.
+        Inside a block it reads directly: the hottest call of a reader, where
+        a scope object and its enter and exit cost ~10% of a point read."""
+        db = self.db
+        tx = None if db._closed else db.current()
+        if tx is None:  # a one-operation transaction, or ClosedError
+            with self._tx() as tx:
+                return tx.read(self.tid, self._key(pk))
+        try:
+            return tx.read(self.tid, self._key(pk))
+        except Exception as exc:
+            public = public_error(exc)  # as _Scope.__exit__ does
+            if public is None:
+                raise
+            raise public from exc
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         with self._tx() as tx:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+from pathlib import Path
 
 import pytest
 
+import mvcc
 import mvcc.errors as E
 from locking.errors import LockWaitTimeout, RegistryFull
+from mvcc.versions import PageView
 from storage.errors import CorruptPage, EncodeError, InvalidKeyError, LogFailed, TooLarge
 
 SAMPLES = [
@@ -84,3 +88,27 @@ def test_validation_error_keeps_the_field() -> None:
     with pytest.raises(E.ValidationError) as info, E.translate():
         raise EncodeError("unsupported type set", field="a.b[2]")
     assert info.value.field == "a.b[2]"
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["in-a-block", "one-operation"])
+def test_a_point_read_raises_the_public_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: bool
+) -> None:
+    """`get` and `in` read directly inside a block (Table._read_pk), without
+    the scope that translates errors elsewhere: a damaged page found there
+    still leaves as mvcc.CorruptionError, naming the page."""
+    with mvcc.open(tmp_path / "db") as db:
+        table = db.table("t", primary_key="id")
+        table.insert({"id": 1})
+        db.checkpoint()
+
+        def damaged(self: PageView, tid: int, key: bytes, snapshot: int) -> None:
+            raise CorruptPage("checksum mismatch", pgno=7, file="pages")
+
+        monkeypatch.setattr(PageView, "read", damaged)
+        block = db.transaction(readonly=True) if inside else contextlib.nullcontext()
+        with block:
+            with pytest.raises(E.CorruptionError, match="page 7"):
+                table.get(1)
+            with pytest.raises(E.CorruptionError, match="page 7"):
+                assert 1 in table
