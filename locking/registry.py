@@ -33,6 +33,12 @@ Invariants
      slot and one set of pins (two Database objects on one directory in one
      process): the slot publishes the lowest pair any of them holds, and one
      object's unpin never hides another's pin.
+(R8) A pin ends in time: a pair still below the horizon after `timeout`
+     seconds of retries raises LockWaitTimeout naming the registry.  The
+     first retries are immediate (a computation that missed the reader has
+     published a horizon the next read meets); later ones pause
+     RETRY_PAUSE, for a horizon held above every pair a reader can read
+     (a bug or a damaged file, never the protocol) must not spin a CPU.
 (R7) A slot names its owner's pid from the claim on (`_claim`; mvcc claims
      at open) until a probe finds the owner gone and writes pid 0, so
      `others()` probes only slots naming a pid: "who else has the directory
@@ -59,13 +65,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import forksafe
-from .errors import RegistryFull, StateError
+from .errors import LockWaitTimeout, RegistryFull, StateError
 
 __all__ = ["DEFAULT_SLOTS", "Reader", "Registry"]
 
 MAGIC = b"MVCCREG1"
 VERSION = 1
 DEFAULT_SLOTS = 1024
+QUICK_RETRIES = 100  # R8: immediate retries of a pin below the horizon
+RETRY_PAUSE = 0.001  # R8: seconds between later ones
 HEADER = struct.Struct(">8sH2xIQQI28x")
 assert HEADER.size == 64
 SLOT = struct.Struct(">IIQQQI28x")
@@ -375,17 +383,24 @@ class Registry:
 
     # -- pins ----------------------------------------------------------------
 
-    def pin(self, read: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+    def pin(
+        self, read: Callable[[], tuple[int, int]], timeout: float | None = None
+    ) -> tuple[int, int]:
         """Take a snapshot: `read()` returns the current (ts, gen); the pair is
-        published and confirmed against the horizon (R3) before it is returned.
+        published and confirmed against the horizon (R3) before it is returned,
+        or LockWaitTimeout after `timeout` seconds (R8; None: no limit).
         Every pin is released with `unpin(pair)`."""
         slot = self.slot
         shared = self._file
         with shared.latch:
             pins = shared.pins
+            retries = 0
+            started = 0.0
+            # Confirmed iff pins exist, and read before the loop: a retry's own
+            # publish below is not confirmed and must not pass for it.
+            held = shared.published if pins else None
             while True:
                 pair = read()
-                held = shared.published if pins else None  # confirmed iff pins exist
                 if held is not None and held[0] <= pair[0] and held[1] <= pair[1]:
                     # An older pair of this process is published and confirmed
                     # already and covers this one (read() never goes backwards).
@@ -395,6 +410,20 @@ class Registry:
                 if pair[0] >= horizon[0] and pair[1] >= horizon[1]:
                     break
                 # Below the horizon: a computation missed us; read a newer pair.
+                retries += 1
+                now = time.monotonic()
+                if retries == 1:
+                    started = now
+                elif timeout is not None and now - started >= timeout:
+                    # R8: give up, publishing again only what is still pinned.
+                    if pins:
+                        self._publish(slot, _lowest(pins))
+                    else:
+                        self._clear_slot(shared, slot)
+                        shared.published = None
+                    raise LockWaitTimeout("registry", seconds=now - started, path=self.path)
+                if retries >= QUICK_RETRIES:
+                    time.sleep(RETRY_PAUSE)
             pins[pair] += 1
             self._mine += 1
             return pair

@@ -281,7 +281,7 @@ def _attach(
             seen.append(shared.read())
             return seen[-1].durable_ts, seen[-1].checkpoint_gen
 
-        pin = registry.pin(read)
+        pin = registry.pin(read, LOCK_TIMEOUT)
         stack.callback(registry.unpin, pin)
         yield pages, pages.read_meta(), wal, seen[-1], live
 

@@ -520,7 +520,7 @@ class Database:
             seen.append(self.state.read())
             return seen[-1].durable_ts, seen[-1].checkpoint_gen
 
-        pin = self.registry.pin(read)
+        pin = self.registry.pin(read, self.lock_timeout)  # R8: ends in time
         state = seen[-1]  # the state the pinned pair came from
         memtable = self.memtable
         try:

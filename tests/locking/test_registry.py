@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from locking.errors import RegistryFull
+from locking.errors import LockWaitTimeout, RegistryFull
 from locking.registry import HEADER, SLOT, Registry
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -56,6 +56,26 @@ def test_horizon_never_moves_backwards(tmp_path) -> None:
     # A pair below the published horizon is never confirmed: pin re-reads.
     reads = iter([(45, 9), (46, 9), (51, 9)])
     assert reg.pin(lambda: next(reads)) == (51, 9)
+    reg.close()
+
+
+def test_a_pin_below_the_horizon_for_good_times_out_and_publishes_nothing(tmp_path) -> None:
+    """R8: a horizon above every pair the reader can read (a bug, a damaged
+    file) ends the pin with LockWaitTimeout naming the registry, not a spin for
+    ever; the failed pair is not left published, the pins held are."""
+    reg = Registry(str(tmp_path / "readers"))
+    assert reg.horizon((50, 9)) == (50, 9)
+    started = time.monotonic()
+    with pytest.raises(LockWaitTimeout, match="registry") as caught:
+        reg.pin(lambda: (40, 9), timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 5 and caught.value.seconds >= 0.2
+    assert list(reg.readers()) == [] and reg.pins == 0
+    held = reg.pin(lambda: (55, 9))
+    with pytest.raises(LockWaitTimeout):
+        reg.pin(lambda: (41, 9), timeout=0.05)
+    assert [(r.ts, r.gen) for r in reg.readers()] == [(55, 9)] and reg.pins == 1
+    reg.unpin(held)
+    assert reg.pin(lambda: (60, 9), timeout=0.05) == (60, 9)  # a good pair: at once
     reg.close()
 
 
