@@ -10,10 +10,10 @@ Algorithm (`checkpoint`, checkpoint lock held)
        target = the durable end the shared state publishes (K2).
     2. horizon (ts, gen) = the registry's: the oldest pin of any live process,
        at most what a transaction beginning now pins (K8).
-    3. If target is not past start and no vacuum list names a chain at or
-       below the horizon ts (versions.py V6), only make sure the state
-       publishes the page file's checkpoint (a checkpointer may have died
-       between 6 and 7).
+    3. If target is not past start, no vacuum list names a chain at or
+       below the horizon ts (versions.py V6) and the page file need not
+       shrink (K10), only make sure the state publishes the page file's
+       checkpoint (a checkpointer may have died between 6 and 7).
     4. Read the frames in [start, target) and group their writes by table and
        key, newest first.  A pass of the vacuum process stops after the
        frame at the horizon ts when that lies among them, and target becomes
@@ -32,9 +32,9 @@ Algorithm (`checkpoint`, checkpoint lock held)
        loses those the new one lacks; an index with no tree yet gets one built
        from the whole table tree; an index tree no catalog row names any more
        is dropped.  The
-       meta's user bytes name target.  Commit (pagefile.py P2: pages, sync,
-       meta, sync), reusing only pages freed at or before the horizon gen,
-       which is asked again just before the commit (K5).
+       meta's user bytes name target.  Compact (K10).  Commit (pagefile.py
+       P2: pages, sync, meta, sync), reusing only pages freed at or before
+       the horizon gen, which is asked again just before the commit (K5).
     7. Under the commit lock, publish checkpoint gen, ts and position.
     8. Delete the WAL segments wholly before target's segment.
 
@@ -99,6 +99,14 @@ Invariants
      (and BACKLOG_FLOOR) waits for the checkpoint lock and checkpoints itself
      (database.py `_after_commit`), so writers faster than the vacuum cannot
      grow the log without bound; the commit itself is already durable.
+(K10) The file shrinks without new writes: a fold's write (not a
+     committer's inline one) compacts the page file when it pays
+     (pagefile.py P7: live pages off the end into ready pages below), and
+     step 3 writes even with nothing to fold when `compaction_due` says a
+     write would move pages or cut a free end.  The pages moved are freed
+     at that generation, so the pass after the readers of older roots have
+     ended cuts them (`db.vacuum()` runs that pass itself when no reader
+     holds it back).
 
 Where to start when the page file has no checkpoint yet: the WAL's first
 segment (nothing was ever deleted, by K1).
@@ -109,7 +117,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from locking.statefile import State
@@ -147,6 +155,7 @@ __all__ = [
     "checkpoint",
     "due",
     "meta_position",
+    "vacuum",
     "wal_bytes_after",
 ]
 
@@ -186,6 +195,7 @@ class FoldCounts:
     tables_dropped: int = 0  # trees of dropped tables removed (V7)
     pages_freed: int = 0  # pages the write stopped reaching
     pages_reused: int = 0  # pages it wrote over free ones instead of growing the file
+    pages_moved: int = 0  # live pages moved off the end of the file (K10)
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,7 @@ class CheckpointResult:
     pages_freed: int = 0
     pages_reused: int = 0
     tables_dropped: int = 0
+    pages_moved: int = 0  # K10
 
 
 def meta_position(meta: Meta, wal: WAL) -> LogPosition:
@@ -290,6 +301,7 @@ def _fold(
     horizon: tuple[int, int],
     target: LogPosition,
     reuse: Callable[[], int] | None = None,
+    compact: bool = True,
 ) -> tuple[Meta, FoldCounts]:
     """Step 6: one page-file write; return its meta and what it did.  `reuse`,
     called just before the commit, gives the horizon gen again (K5)."""
@@ -318,6 +330,8 @@ def _fold(
         txn.user_meta = target.pack()
         if reuse is not None:
             txn.release(reuse())  # K5: most pages are allocated by the commit's spill
+        if compact:
+            counts.pages_moved = txn.compact()  # K10, after K5: the most ready pages
         meta = txn.commit()
     except BaseException:
         txn.abort()
@@ -531,12 +545,49 @@ def _fold_indexes(
                         tree.put(entry, value)
 
 
-def checkpoint(db: Database, *, wait: bool, background: bool = False) -> CheckpointResult | None:
+VACUUM_PASSES: Final = 3
+"""K10: passes of one `db.vacuum()`: fold and free, move the live pages off the
+end into the pages just freed, cut the end; it stops early when a pass
+frees and moves nothing."""
+
+
+def vacuum(db: Database) -> CheckpointResult:
+    """`db.vacuum()`: checkpoints until the file is as small as the readers
+    allow (K10), at most VACUUM_PASSES; what they did, summed."""
+    total = checkpoint(db, wait=True)
+    assert total is not None  # wait=True
+    for _ in range(VACUUM_PASSES - 1):
+        if not (total.pages_freed or total.pages_moved):
+            break
+        step = checkpoint(db, wait=True)
+        assert step is not None
+        if step.gen == total.gen:  # nothing was due
+            break
+        total = replace(
+            step,
+            frames=total.frames + step.frames,
+            keys=total.keys + step.keys,
+            pruned=total.pruned + step.pruned,
+            segments_deleted=total.segments_deleted + step.segments_deleted,
+            seconds=total.seconds + step.seconds,
+            pages_freed=total.pages_freed + step.pages_freed,
+            pages_reused=total.pages_reused + step.pages_reused,
+            tables_dropped=total.tables_dropped + step.tables_dropped,
+            pages_moved=total.pages_moved + step.pages_moved,
+        )
+    return total
+
+
+def checkpoint(
+    db: Database, *, wait: bool, background: bool = False, compact: bool = True
+) -> CheckpointResult | None:
     """Run steps 1-8 now, in this process; the caller holds no lock of the directory.
     With `wait` false, return None at once if another checkpoint is running.
     `background`: a pass of the vacuum process, which no committer waits for:
     it may wait for young readers (K5) and folds no frame past the horizon ts
-    when that lies among the new frames (K7)."""
+    when that lies among the new frames (K7).  `compact` false: no K10 (a
+    committer's inline checkpoint, whose latency a compaction's walk over
+    every tree would add to its commit)."""
     began = time.perf_counter()
     lock = db.locks.checkpoint
     if wait:
@@ -558,14 +609,18 @@ def checkpoint(db: Database, *, wait: bool, background: bool = False) -> Checkpo
         horizon = db.registry.horizon(_upper(state, meta))
         if db.faults.vacuum_ignores_horizon:  # faults.py F5: a planted bug
             horizon = (state.durable_ts, meta.gen)
-        if target.next_ts > start.next_ts or _due(pages.snapshot(meta), horizon[0]):
+        if (
+            target.next_ts > start.next_ts
+            or _due(pages.snapshot(meta), horizon[0])
+            or (compact and pages.compaction_due(meta, horizon[1]))  # K10
+        ):
             changes: dict[int, dict[bytes, Chain]] = {}
             if target.next_ts > start.next_ts:
                 last = _hold(start, target, horizon) if background else None
                 changes, frames, target = _gather(wal, start, target, last)
                 wal.sync(target, force=True)
             reuse = _later(db, state, meta, SETTLE if background else 0.0)
-            meta, counts = _fold(pages, changes, horizon, target, reuse)
+            meta, counts = _fold(pages, changes, horizon, target, reuse, compact)
             start = target
         if state.checkpoint_gen != meta.gen or state.checkpoint_ts != start.next_ts - 1:
             db._publish_checkpoint(meta.gen, start)
@@ -584,6 +639,7 @@ def checkpoint(db: Database, *, wait: bool, background: bool = False) -> Checkpo
         pages_freed=counts.pages_freed,
         pages_reused=counts.pages_reused,
         tables_dropped=counts.tables_dropped,
+        pages_moved=counts.pages_moved,
     )
     if frames or counts.keys:
         log.info(

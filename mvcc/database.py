@@ -102,6 +102,7 @@ from .checkpoint import CheckpointResult, meta_position
 from .checkpoint import backlogged as checkpoint_backlogged
 from .checkpoint import checkpoint as run_checkpoint
 from .checkpoint import due as checkpoint_due
+from .checkpoint import vacuum as run_vacuum
 from .commitlog import (
     CommitLog,
     checkpoint_fields,
@@ -893,10 +894,14 @@ class Database:
             self.state.write(self.state.read(), checkpoint_gen=gen, **checkpoint_fields(start))
 
     def vacuum(self) -> CheckpointResult:
-        """A vacuum pass now, in this process: what the vacuum process does (fold
-        the WAL, prune every version no snapshot can see with its index
-        entries, free pages, shrink the file, delete covered WAL segments)."""
-        return self.checkpoint()  # one pass does it all (checkpoint.py step 6)
+        """Vacuum now, in this process: what the vacuum process's passes do
+        (fold the WAL, prune every version no snapshot can see with its index
+        entries, free pages, delete covered WAL segments), and up to three
+        passes so that the page file ends as small as the readers allow: live
+        pages move off its end and the end is cut (checkpoint.py K10)."""
+        self._check_open()
+        with translate():
+            return run_vacuum(self)  # passes until the file is small (checkpoint.py K10)
 
     def stats(self) -> dict[str, Any]:
         """Sizes, counts and who pins what: mvcc/stats.py."""
@@ -1002,7 +1007,7 @@ class Database:
         if not wait and not checkpoint_due(state, self.wal.segment_size, hard=hard):
             return
         try:
-            run_checkpoint(self, wait=wait)
+            run_checkpoint(self, wait=wait, compact=False)  # K10: not on a commit's path
         except Exception:
             log.warning("inline checkpoint failed; the WAL keeps the commits", exc_info=True)
 

@@ -47,6 +47,10 @@ Algorithm
   once it holds two entries, so only the last may hold one), then branches,
   bottom-up.
 - cursor: a stack of (branch, index) pairs walked forwards or backwards.
+- relocate(limit): copy every node and overflow run at page `limit` or
+  beyond, with the path down to it (a subtree is walked only if it reaches
+  such a page, found by one read-only pass); the spill writes the copies
+  into the lowest free pages, and the old pages are freed as by any change.
 """
 
 from __future__ import annotations
@@ -523,6 +527,64 @@ class BTree:
                     self._drop_value(v)
             else:
                 stack.extend(zip(node.kids, node.gens))
+
+    def relocate(self, limit: int) -> int:
+        """Copy every clean node and overflow run lying at page `limit` or
+        beyond, and the path down to each, so that the spill puts them in the
+        lowest free pages (freelist.py allocates lowest first) and a later
+        commit can cut the end of the file.  Returns the pages moved from
+        there.  Reads every node of the tree once; copies only what it must."""
+        store, w = self._store, self._w()
+        reaches: dict[int, bool] = {}  # clean pgno -> its subtree holds a far page
+
+        def far(ref: int, gen: int) -> bool:
+            got = reaches.get(ref)
+            if got is None:
+                node = store.node(ref, gen)
+                if ref >= limit:
+                    got = True
+                elif node.kids is None:
+                    got = any(v.__class__ is not bytes and v[0] + v[2] > limit for v in node.vals)
+                else:
+                    got = any(far(k, g) for k, g in zip(node.kids, node.gens))
+                reaches[ref] = got
+            return got
+
+        def move(node: Node) -> int:  # `node` is writable
+            moved = 0
+            if node.kids is None:
+                vals = node.vals
+                for j, v in enumerate(vals):
+                    if v.__class__ is not bytes and v[0] + v[2] > limit:
+                        new = w.write_overflow(store.overflow(v))
+                        if new[0] >= v[0]:
+                            # No room lower down for a run this long (runs
+                            # need consecutive pages): keep it where it is
+                            # rather than move it up; the fresh run is free
+                            # again at once.
+                            w.free(new[0], new[2])
+                            continue
+                        self._drop_value(v)
+                        vals[j] = new
+                        moved += v[2]
+                return moved
+            for i, kid in enumerate(node.kids):
+                if kid.__class__ is Node:
+                    moved += move(kid)
+                elif far(kid, node.gens[i]):
+                    moved += kid >= limit
+                    moved += move(self._wchild(node, i))
+            return moved
+
+        root = self._root
+        if root is None:
+            return 0
+        if root.__class__ is Node:
+            return move(root)
+        pgno, gen = root
+        if not far(pgno, gen):
+            return 0
+        return int(pgno >= limit) + move(self._wroot())
 
     def _split(self, node: Node) -> tuple[Node, bytes]:
         """Cut an over-full node in two by size; `node` keeps the left half (B6)."""

@@ -25,6 +25,14 @@ Invariants
      generation matches the reference is never stale.
 (P6) A wrong or missing key is an InvalidKeyError at open, decided by the key
      id in the meta prefix, never a CorruptPage.
+(P7) The file shrinks.  A commit cuts ready pages off its end (step 2), and
+     `WriteTxn.compact` moves live pages off the end when the file is at
+     least COMPACT_SHARE free and the ready pages below could take them: the
+     trees copy those pages (BTree.relocate) into the lowest free pages, as
+     SQLite's incremental vacuum moves pages before truncating.  The pages
+     left behind are freed at the compacting generation, so a later commit
+     whose horizon has passed it cuts them (readers of older roots keep
+     theirs: P1).  `compaction_due` says whether a write would do either.
 
 States of a WriteTxn: OPEN --commit()--> COMMITTED; OPEN --abort()--> ABORTED;
 OPEN --I/O error in commit--> FAILED (the PageFile refuses further writes until
@@ -68,9 +76,21 @@ from .format import (
 )
 from .freelist import Freelist
 
-__all__ = ["DEFAULT_CACHE_PAGES", "Meta", "PageFile", "Snapshot", "WriteTxn", "check_page_size"]
+__all__ = [
+    "COMPACT_MIN_PAGES",
+    "COMPACT_SHARE",
+    "DEFAULT_CACHE_PAGES",
+    "Meta",
+    "PageFile",
+    "Snapshot",
+    "WriteTxn",
+    "check_page_size",
+    "compact_limit",
+]
 
 DEFAULT_CACHE_PAGES = 8192
+COMPACT_SHARE = 0.25  # P7: compact when at least this share of the file would go
+COMPACT_MIN_PAGES = 64  # P7: ... and at least this many pages
 _PGNO8 = [i.to_bytes(8, "big") for i in range(4096)]
 _ZERO_KEY_ID = bytes(8)
 
@@ -140,6 +160,9 @@ class PageFile:
         self._write_latch = threading.Lock()
         self._failed: BaseException | None = None
         self._freelist_cache: tuple[int, Freelist] | None = None
+        # P7: (limit, npages) of the last compaction that could move too little
+        # (runs find no consecutive room): not due again until either changes.
+        self._futile: tuple[int, int] | None = None
         self.pages_written = 0
         if device.size() == 0:
             if not create:
@@ -461,6 +484,26 @@ class PageFile:
             return len(cached[1])
         return len(self.freelist(meta))
 
+    def compaction_due(self, meta: Meta, horizon: int) -> bool:
+        """P7: whether a write beginning now with `horizon` would shrink the
+        file: ready pages at its end to cut, or live pages there to move."""
+        cached = self._freelist_cache
+        fl = (
+            cached[1].copy()
+            if cached is not None and cached[0] == meta.gen
+            else self.freelist(meta)
+        )
+        fl.release(min(horizon, meta.gen))
+        end = meta.npages
+        limit = compact_limit(fl, end)
+        futile = self._futile
+        if limit is not None and not (futile and futile[0] == limit and abs(futile[1] - end) <= 2):
+            return True
+        # Every write frees the previous freelist run, often the last page:
+        # a tail shorter than COMPACT_MIN_PAGES is cut by the next write for
+        # another reason, not worth one of its own.
+        return end - fl.trim_tail(end) >= COMPACT_MIN_PAGES
+
     def snapshot(self, meta: Meta | None = None) -> Snapshot:
         """A read view of one generation (the adopted meta by default)."""
         return Snapshot(self, meta or self.meta)
@@ -492,6 +535,32 @@ class PageFile:
         except BaseException:
             self._write_latch.release()
             raise
+
+
+def compact_limit(fl: Freelist, npages: int) -> int | None:
+    """P7: the page number from which live pages should move down, or None.
+
+    The limit leaves room above the pages in use for the copies of the paths
+    down to the moved pages; moving pays when the file would lose at least
+    COMPACT_SHARE of its pages (and COMPACT_MIN_PAGES), and is possible when
+    the ready pages below the limit outnumber the live pages above it with a
+    margin (pages still pending wait for their readers, F2)."""
+    free = len(fl)
+    in_use = npages - free
+    limit = in_use + in_use // 8 + 8
+    if npages - limit < max(COMPACT_MIN_PAGES, int(npages * COMPACT_SHARE)):
+        return None
+    live_above = compact_live_above(fl, npages, limit)
+    if live_above <= 0 or fl.ready.bisect_left(limit) < live_above + live_above // 16 + 8:
+        return None
+    return limit
+
+
+def compact_live_above(fl: Freelist, npages: int, limit: int) -> int:
+    """How many pages at `limit` or beyond no free list names (P7)."""
+    ready_above: int = len(fl.ready) - fl.ready.bisect_left(limit)
+    pending_above = sum(1 for pages in fl.pending.values() for p in pages if p >= limit)
+    return npages - limit - ready_above - pending_above
 
 
 class Snapshot:
@@ -635,6 +704,26 @@ class WriteTxn:
 
     def names(self) -> list[bytes]:
         return [k for k, _v in self._catalog.items()]
+
+    def compact(self) -> int:
+        """P7: when the file's end holds live pages that the ready pages below
+        could take, copy them there (every tree, then the catalog); return the
+        pages moved (0: not worth it, or no room yet)."""
+        self._check_open()
+        limit = compact_limit(self._freelist, self._npages)
+        if limit is None:
+            return 0
+        live_above = compact_live_above(self._freelist, self._npages, limit)
+        moved = 0
+        for name in self.names():
+            tree = self.tree(name)
+            assert tree is not None  # named by the catalog
+            moved += tree.relocate(limit)
+        moved += self._catalog.relocate(limit)
+        # Most of them should have moved (the rest: the old freelist run, freed
+        # at commit, and runs that found no room); else not again for now.
+        self.pagefile._futile = (limit, self._npages) if moved < live_above // 2 else None
+        return moved
 
     # -- commit --------------------------------------------------------------
 

@@ -347,6 +347,43 @@ def test_a_pass_is_sized_to_rewrite_its_share_of_the_pages(tmp_path: Path) -> No
     assert pace.factor == 1.0
 
 
+def test_vacuum_moves_live_pages_off_the_end_and_the_file_shrinks(tmp_path: Path) -> None:
+    """K10: a big table written first, a small one after it, then the big one
+    deleted record by record: the small one's pages sit at the end of a file
+    that is mostly free.  A reader keeps the file whole (and reads its
+    snapshot); once it ends, `db.vacuum()` moves the live pages down and cuts
+    the end (its later passes have no frame to fold: `compaction_due` makes
+    them write)."""
+    pages = tmp_path / "db" / "pages"
+    with mvcc.open(tmp_path / "db", autovacuum=False) as db:
+        big, small = db.table("big"), db.table("small")
+        with db.transaction():
+            big.insert_many([{"n": i, "pad": "x" * 600} for i in range(3000)])
+        with db.transaction():
+            small.insert_many([{"n": i, "pad": "y" * 900} for i in range(300)])
+        kept = {doc["n"]: doc for doc in small.find()}
+        db.checkpoint()
+        with (
+            mvcc.open(tmp_path / "db", autovacuum=False) as other,
+            other.transaction(readonly=True),
+        ):  # a reader from before the delete: nothing may move from under it
+            with db.transaction():
+                big.delete(lambda doc: True)
+            full = os.path.getsize(pages)
+            db.vacuum()
+            assert os.path.getsize(pages) >= full // 2
+            assert len(other.table("small")) == 300 and len(other.table("big")) == 3000
+        result = db.vacuum()
+        assert result.pages_moved > 0
+        size = os.path.getsize(pages)
+        assert size < full // 2, (full, size)
+        assert {doc["n"]: doc for doc in small.find()} == kept and len(big) == 0
+        stats = db.stats()
+        assert stats["pages"] <= 1.5 * (stats["pages"] - stats["free_pages"]) + 16, stats
+    report = check(str(tmp_path / "db"))
+    assert report.ok, report.problems
+
+
 def test_a_fold_that_rewrites_most_of_a_table_rebuilds_it_around_a_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

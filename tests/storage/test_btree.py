@@ -488,9 +488,15 @@ MIXED = st.one_of(
 def test_random_puts_and_deletes_keep_the_shape(costs, data: st.DataObject) -> None:
     """Puts and deletes of large entries against a dict model, committed every
     few steps: every node fits its page, all leaves are at one depth, every
-    branch has two children, and the tree reads as the model (B2, B3, B5, B6)."""
+    branch has two children, and the tree reads as the model (B2, B3, B5, B6);
+    then `relocate` at any limit keeps all of that, and moves every page past
+    the limit when the free pages below can take them."""
     pf = PageFile.memory(cache_pages=64)
     model: dict[bytes, bytes] = {}
+    with pf.begin() as txn:  # first in the file; dropped before the relocation
+        pad = txn.tree(b"pad", create=True)
+        for i in range(300):
+            pad.put(b"%04d" % i, bytes(1000))
     long_keys = data.draw(st.booleans())  # separators up to max_key bytes
     keys = st.integers(0, 80).map(
         lambda i: b"%03d" % i + (b"k" * 480 if long_keys and i % 3 else b"")
@@ -508,5 +514,22 @@ def test_random_puts_and_deletes_keep_the_shape(costs, data: st.DataObject) -> N
                     tree.put(key, model[key])
         _assert_shape(pf)
         assert dict(pf.snapshot().tree(b"t").items()) == model
+    # relocate at any limit: the same tree, and no page it reaches left at or
+    # past the limit when the ready pages below could take them all
+    with pf.begin() as txn:
+        txn.drop_tree(b"pad")
+    limit = data.draw(st.integers(2, pf.meta.npages))
+    with pf.begin() as txn:
+        ready_below = txn._freelist.ready.bisect_left(limit)
+        tree = txn.tree(b"t", create=True)
+        moved = tree.relocate(limit)
+    _assert_shape(pf)
+    assert dict(pf.snapshot().tree(b"t").items()) == model
+    root = pf.snapshot().tree(b"t").root
+    if root is not None and ready_below >= 2 * moved + 8:
+        for node, _depth in _nodes(pf, root):
+            assert node.pgno < limit, (node.pgno, limit)
+            for v in node.vals if node.kids is None else ():
+                assert type(v) is bytes or v[0] + v[2] <= limit, (v, limit)
     report = check_pagefile(pf)
     assert report.ok, str(report)

@@ -261,3 +261,72 @@ def test_random_file_content_is_refused_cleanly(image: bytes) -> None:
     dev.data = bytearray(image)
     with pytest.raises((CorruptPage, FormatError, InvalidKeyError)):
         PageFile(dev)
+
+
+def test_live_pages_at_the_end_move_down_and_the_file_shrinks(make_pagefile) -> None:
+    """P7: tree "a" fills the start of the file, tree "b" (inline values and
+    overflow runs) the end; dropping "a" frees the start.  A write that
+    compacts copies b's pages into it, while a reader of the old root still
+    reads b's old pages; once the horizon passes, a commit cuts the file."""
+    pf = make_pagefile(encrypted=True)
+    b_model = {b"b%05d" % i: os.urandom(300 if i % 10 else 5000) for i in range(600)}
+    with pf.begin() as txn:
+        a = txn.tree(b"a", create=True)
+        for i in range(3000):
+            a.put(b"a%05d" % i, os.urandom(300))
+    with pf.begin() as txn:
+        b = txn.tree(b"b", create=True)
+        for key, value in b_model.items():
+            b.put(key, value)
+    with pf.begin() as txn:
+        txn.drop_tree(b"a")
+    full = pf.meta.npages
+    with pf.begin() as txn:  # a's pages are ready now; b's live pages are all past them
+        assert pf.compaction_due(pf.meta, pf.meta.gen)
+        reader = pf.snapshot()
+        moved = txn.compact()
+    assert moved > 150
+    assert dict(reader.tree(b"b").items()) == b_model  # P1: the old root still reads
+    with pf.begin(horizon=reader.gen) as txn:  # the reader holds the moved-from pages
+        assert txn.compact() == 0
+    assert pf.meta.npages == full
+    with pf.begin() as txn:  # the reader is gone: the end of the file is cut
+        pass
+    in_use = pf.meta.npages - pf.free_pages()
+    assert pf.meta.npages < full // 2 and pf.meta.npages <= in_use * 1.25 + 16, (full, in_use)
+    assert dict(pf.snapshot().tree(b"b").items()) == b_model
+    assert not pf.compaction_due(pf.meta, pf.meta.gen)
+    if pf.device.__class__ is not MemoryDevice:
+        assert pf.device.size() == pf.meta.npages * pf.page_size
+
+
+def test_compaction_waits_for_room_and_for_it_to_pay(make_pagefile) -> None:
+    """P7: no move while the free pages below are still pending (a reader
+    holds them), and none when the file would lose too little."""
+    pf = make_pagefile()
+    with pf.begin() as txn:
+        a = txn.tree(b"a", create=True)
+        for i in range(2000):
+            a.put(b"a%05d" % i, os.urandom(300))
+        b = txn.tree(b"b", create=True)
+        for i in range(200):
+            b.put(b"b%05d" % i, os.urandom(300))
+    old = pf.meta.gen
+    with pf.begin(horizon=old) as txn:
+        txn.drop_tree(b"a")
+    with pf.begin(horizon=old) as txn:  # a's pages are pending for a reader of `old`
+        assert not pf.compaction_due(pf.meta, old)
+        assert txn.compact() == 0
+    with pf.begin() as txn:
+        for i in range(0, 2000, 50):  # a little churn: the file would lose too little
+            txn.tree(b"b").put(b"b%05d" % (i % 200), os.urandom(300))
+    small = make_pagefile()
+    with small.begin() as txn:
+        t = txn.tree(b"t", create=True)
+        for i in range(40):
+            t.put(b"%03d" % i, os.urandom(300))
+    with small.begin() as txn:
+        for i in range(0, 40, 2):
+            txn.tree(b"t").delete(b"%03d" % i)
+    with small.begin() as txn:
+        assert txn.compact() == 0  # a few pages: below COMPACT_MIN_PAGES
