@@ -48,6 +48,10 @@ def _random_write(rng: random.Random, pf: PageFile, model: dict) -> dict:
             elif r < 0.38:
                 txn.drop_tree(name)
                 new.pop(name)
+            elif r < 0.42:  # P7: move its pages (and runs) past a limit lower
+                tree.relocate(rng.randrange(2, pf.meta.npages + 1))
+            elif r < 0.43:
+                txn.compact()
             else:
                 key = b"%04d" % rng.randrange(500)
                 value = rng.randbytes(rng.choice([10, 120, 900, 6000]))
