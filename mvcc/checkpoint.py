@@ -554,15 +554,17 @@ frees and moves nothing."""
 def vacuum(db: Database) -> CheckpointResult:
     """`db.vacuum()`: checkpoints until the file is as small as the readers
     allow (K10), at most VACUUM_PASSES; what they did, summed."""
-    total = checkpoint(db, wait=True)
-    assert total is not None  # wait=True
+    first = checkpoint(db, wait=True)
+    assert first is not None  # wait=True
+    total = last = first
     for _ in range(VACUUM_PASSES - 1):
-        if not (total.pages_freed or total.pages_moved):
+        if not (last.pages_freed or last.pages_moved):
             break
         step = checkpoint(db, wait=True)
         assert step is not None
         if step.gen == total.gen:  # nothing was due
             break
+        last = step
         total = replace(
             step,
             frames=total.frames + step.frames,

@@ -47,8 +47,9 @@ Algorithm
   once it holds two entries, so only the last may hold one), then branches,
   bottom-up.
 - cursor: a stack of (branch, index) pairs walked forwards or backwards.
-- relocate(limit): copy every node and overflow run at page `limit` or
-  beyond, with the path down to it (a subtree is walked only if it reaches
+- relocate(limit): copy every node at page `limit` or beyond, and every
+  overflow run there that consecutive free pages below the limit can take,
+  with the path down to it (a subtree is walked only if it reaches
   such a page, found by one read-only pass); the spill writes the copies
   into the lowest free pages, and the old pages are freed as by any change.
 """
@@ -150,6 +151,7 @@ class WritableStore(NodeStore, Protocol):
     def free(self, pgno: int, npages: int = 1) -> None: ...
     def write_overflow(self, data: bytes) -> list[Any]: ...
     def write_node(self, node: Node) -> int: ...
+    def room_below(self, npages: int, limit: int) -> bool: ...
 
 
 def _entry_cost(key: bytes, value: Any) -> int:
@@ -529,9 +531,10 @@ class BTree:
                 stack.extend(zip(node.kids, node.gens))
 
     def relocate(self, limit: int) -> int:
-        """Copy every clean node and overflow run lying at page `limit` or
-        beyond, and the path down to each, so that the spill puts them in the
-        lowest free pages (freelist.py allocates lowest first) and a later
+        """Copy every clean node lying at page `limit` or beyond, every
+        overflow run there that free pages below `limit` can take whole, and
+        the path down to each, so that the spill puts them in the lowest free
+        pages (freelist.py allocates lowest first) and a later
         commit can cut the end of the file.  Returns the pages moved from
         there.  Reads every node of the tree once; copies only what it must."""
         store, w = self._store, self._w()
@@ -555,17 +558,16 @@ class BTree:
             if node.kids is None:
                 vals = node.vals
                 for j, v in enumerate(vals):
-                    if v.__class__ is not bytes and v[0] + v[2] > limit:
-                        new = w.write_overflow(store.overflow(v))
-                        if new[0] >= v[0]:
-                            # No room lower down for a run this long (runs
-                            # need consecutive pages): keep it where it is
-                            # rather than move it up; the fresh run is free
-                            # again at once.
-                            w.free(new[0], new[2])
-                            continue
+                    # A run moves only into consecutive free pages that end
+                    # below the limit; else it stays, rather than be
+                    # rewritten somewhere no better at every pass.
+                    if (
+                        v.__class__ is not bytes
+                        and v[0] + v[2] > limit
+                        and w.room_below(v[2], limit)
+                    ):
+                        vals[j] = w.write_overflow(store.overflow(v))
                         self._drop_value(v)
-                        vals[j] = new
                         moved += v[2]
                 return moved
             for i, kid in enumerate(node.kids):

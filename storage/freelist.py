@@ -101,6 +101,17 @@ class Freelist:
         ready = self.ready
         if npages == 1:
             return ready.pop(0) if ready else None
+        start = self.lowest_run(npages)
+        if start is not None:
+            for p in range(start, start + npages):
+                ready.remove(p)
+        return start
+
+    def lowest_run(self, npages: int) -> int | None:
+        """Where `allocate(npages)` would take its run, without taking it."""
+        ready = self.ready
+        if npages == 1:
+            return ready[0] if ready else None
         run_start, run_len, prev = -1, 0, -2
         for pgno in ready:
             if pgno == prev + 1:
@@ -109,8 +120,6 @@ class Freelist:
                 run_start, run_len = pgno, 1
             prev = pgno
             if run_len == npages:
-                for p in range(run_start, run_start + npages):
-                    ready.remove(p)
                 return run_start
         return None
 

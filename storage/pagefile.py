@@ -29,7 +29,10 @@ Invariants
      `WriteTxn.compact` moves live pages off the end when the file is at
      least COMPACT_SHARE free and the ready pages below could take them: the
      trees copy those pages (BTree.relocate) into the lowest free pages, as
-     SQLite's incremental vacuum moves pages before truncating.  The pages
+     SQLite's incremental vacuum moves pages before truncating (an overflow
+     run moves only into consecutive free pages below the limit, and a
+     compaction is not due again at a limit until fewer live pages lie past
+     it, so what cannot move never makes every pass write).  The pages
      left behind are freed at the compacting generation, so a later commit
      whose horizon has passed it cuts them (readers of older roots keep
      theirs: P1).  `compaction_due` says whether a write would do either.
@@ -160,9 +163,11 @@ class PageFile:
         self._write_latch = threading.Lock()
         self._failed: BaseException | None = None
         self._freelist_cache: tuple[int, Freelist] | None = None
-        # P7: (limit, npages) of the last compaction that could move too little
-        # (runs find no consecutive room): not due again until either changes.
-        self._futile: tuple[int, int] | None = None
+        # P7: (limit, live pages past it) when the last compaction began; a
+        # compaction is not due again at that limit until fewer live pages
+        # lie past it (what cannot move, such as runs that find no
+        # consecutive room below, must not make every pass write).
+        self._compacted: tuple[int, int] | None = None
         self.pages_written = 0
         if device.size() == 0:
             if not create:
@@ -496,8 +501,10 @@ class PageFile:
         fl.release(min(horizon, meta.gen))
         end = meta.npages
         limit = compact_limit(fl, end)
-        futile = self._futile
-        if limit is not None and not (futile and futile[0] == limit and abs(futile[1] - end) <= 2):
+        last = self._compacted
+        if limit is not None and not (
+            last is not None and last[0] == limit and compact_live_above(fl, end, limit) >= last[1]
+        ):
             return True
         # Every write frees the previous freelist run, often the last page:
         # a tail shorter than COMPACT_MIN_PAGES is cut by the next write for
@@ -651,6 +658,12 @@ class WriteTxn:
         self._fresh[pgno] = n
         return [pgno, self.gen, n, len(data)]
 
+    def room_below(self, npages: int, limit: int) -> bool:
+        """Whether a run of `npages` allocated now would end at or below page
+        `limit` (P7: a run is moved only there)."""
+        start = self._freelist.lowest_run(npages)
+        return start is not None and start + npages <= limit
+
     def write_node(self, node: Node) -> int:
         pgno = self._allocate(1)
         if node.kids is None:
@@ -713,17 +726,13 @@ class WriteTxn:
         limit = compact_limit(self._freelist, self._npages)
         if limit is None:
             return 0
-        live_above = compact_live_above(self._freelist, self._npages, limit)
+        self.pagefile._compacted = (limit, compact_live_above(self._freelist, self._npages, limit))
         moved = 0
         for name in self.names():
             tree = self.tree(name)
             assert tree is not None  # named by the catalog
             moved += tree.relocate(limit)
-        moved += self._catalog.relocate(limit)
-        # Most of them should have moved (the rest: the old freelist run, freed
-        # at commit, and runs that found no room); else not again for now.
-        self.pagefile._futile = (limit, self._npages) if moved < live_above // 2 else None
-        return moved
+        return moved + self._catalog.relocate(limit)
 
     # -- commit --------------------------------------------------------------
 

@@ -330,3 +330,27 @@ def test_compaction_waits_for_room_and_for_it_to_pay(make_pagefile) -> None:
             txn.tree(b"t").delete(b"%03d" % i)
     with small.begin() as txn:
         assert txn.compact() == 0  # a few pages: below COMPACT_MIN_PAGES
+
+
+def test_runs_that_cannot_move_do_not_make_every_write_compact(make_pagefile) -> None:
+    """P7: 3-page runs behind 2-page holes find no room below the limit; they
+    stay where they are, and compaction stops being due after a pass or two
+    instead of rewriting them at every pass (a review found both)."""
+    pf = make_pagefile()
+    with pf.begin() as txn:
+        b = txn.tree(b"b", create=True)
+        for i in range(1500):
+            b.put(b"h%06d" % i, os.urandom(5000))  # a 2-page run
+            b.put(b"r%06d" % i, os.urandom(9000))  # a 3-page run
+    with pf.begin() as txn:
+        for i in range(1500):
+            txn.tree(b"b").delete(b"h%06d" % i)
+    with pf.begin():
+        pass
+    passes = 0
+    while pf.compaction_due(pf.meta, pf.meta.gen):
+        passes += 1
+        assert passes <= 3, "compaction stays due"
+        with pf.begin() as txn:
+            txn.compact()
+    assert pf.snapshot().tree(b"b").count() == 1500
