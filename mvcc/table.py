@@ -49,7 +49,14 @@ from storage.codec import pack_doc, unpack_doc
 from storage.errors import EncodeError
 from storage.keys import encode_key, prefix_end
 
-from .errors import ClosedError, TableNotFound, UniqueViolation, ValidationError, public_error
+from .errors import (
+    ClosedError,
+    TableNotFound,
+    UniqueViolation,
+    ValidationError,
+    public_error,
+    translate,
+)
 from .index import (
     IndexDef,
     check_document,
@@ -371,13 +378,8 @@ class Table:
         if tx is None:  # a one-operation transaction, or ClosedError
             with self._tx() as tx:
                 return tx.read(self.tid, self._key(pk))
-        try:
+        with translate():
             return tx.read(self.tid, self._key(pk))
-        except Exception as exc:
-            public = public_error(exc)  # as _Scope.__exit__ does
-            if public is None:
-                raise
-            raise public from exc
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         with self._tx() as tx:

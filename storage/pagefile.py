@@ -492,24 +492,39 @@ class PageFile:
     def compaction_due(self, meta: Meta, horizon: int) -> bool:
         """P7: whether a write beginning now with `horizon` would shrink the
         file: ready pages at its end to cut, or live pages there to move."""
-        cached = self._freelist_cache
-        fl = (
-            cached[1].copy()
-            if cached is not None and cached[0] == meta.gen
-            else self.freelist(meta)
-        )
-        fl.release(min(horizon, meta.gen))
+        fl = self._writable_freelist(meta, horizon)
         end = meta.npages
-        limit = compact_limit(fl, end)
-        last = self._compacted
-        if limit is not None and not (
-            last is not None and last[0] == limit and compact_live_above(fl, end, limit) >= last[1]
-        ):
+        if self._compact_limit(fl, end) is not None:
             return True
         # Every write frees the previous freelist run, often the last page:
         # a tail shorter than COMPACT_MIN_PAGES is cut by the next write for
         # another reason, not worth one of its own.
         return end - fl.trim_tail(end) >= COMPACT_MIN_PAGES
+
+    def _compact_limit(self, fl: Freelist, npages: int) -> int | None:
+        """`compact_limit`, unless the last compaction at that limit left as
+        many live pages past it (P7: what cannot move is not walked again)."""
+        limit = compact_limit(fl, npages)
+        last = self._compacted
+        if (
+            limit is not None
+            and last is not None
+            and last[0] == limit
+            and compact_live_above(fl, npages, limit) >= last[1]
+        ):
+            return None
+        return limit
+
+    def _writable_freelist(self, meta: Meta, horizon: int) -> Freelist:
+        """A copy of `meta`'s freelist with the pages freed at or before
+        `horizon` made ready (F2): what a write beginning now allocates from."""
+        cached = self._freelist_cache
+        if cached is not None and cached[0] == meta.gen:
+            freelist = cached[1].copy()
+        else:
+            freelist = self.freelist(meta)
+        freelist.release(min(horizon, meta.gen))
+        return freelist
 
     def snapshot(self, meta: Meta | None = None) -> Snapshot:
         """A read view of one generation (the adopted meta by default)."""
@@ -530,14 +545,7 @@ class PageFile:
             raise StorageError("a write is already in progress on this page file")
         try:
             meta = self.read_meta()  # another process may have committed since
-            if horizon is None or horizon > meta.gen:
-                horizon = meta.gen
-            cached = self._freelist_cache
-            if cached is not None and cached[0] == meta.gen:
-                freelist = cached[1].copy()
-            else:
-                freelist = self.freelist(meta)
-            freelist.release(horizon)
+            freelist = self._writable_freelist(meta, meta.gen if horizon is None else horizon)
             return WriteTxn(self, meta, freelist)
         except BaseException:
             self._write_latch.release()
@@ -723,7 +731,7 @@ class WriteTxn:
         could take, copy them there (every tree, then the catalog); return the
         pages moved (0: not worth it, or no room yet)."""
         self._check_open()
-        limit = compact_limit(self._freelist, self._npages)
+        limit = self.pagefile._compact_limit(self._freelist, self._npages)
         if limit is None:
             return 0
         self.pagefile._compacted = (limit, compact_live_above(self._freelist, self._npages, limit))
